@@ -1,0 +1,70 @@
+"""Small pieces every family shares: input checks, weight initialisation, conv-BN-ReLU units."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvBNAct", "check_input", "init_weights"]
+
+
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, name: str) -> None:
+    """Refuse a batch that is not (N, in_chans, H, W) with H, W >= min_size, naming the fix.
+
+    Without this, a wrong input fails deep inside a convolution or pooling layer with a message
+    about some intermediate tensor.
+    """
+    if x.dim() != 4 or x.shape[1] != in_chans or x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f"{name} expects a batch of images of shape (N, {in_chans}, H, W) with H, W >= {min_size}, "
+            f"got a tensor of shape {tuple(x.shape)}"
+            + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
+        )
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions (fan-out, as in the paper's Caffe models), BN gamma 1 / beta 0.
+
+    Modules that set up their own initial values (e.g. an identity-initialised SE block, marked by
+    a ``ScaledSigmoid`` gate whose ``fc2`` is zero) are left as they are.
+    """
+    from ..se import SEBlock, ScaledSigmoid
+
+    keep: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, SEBlock) and isinstance(m.gate, ScaledSigmoid) and not m.fc2.weight.any():
+            keep.add(id(m.fc2))
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in keep:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution (no bias), batch norm, optional ReLU: keys ``conv``, ``bn``."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int = 1,
+        padding: int | tuple[int, int] | None = None,
+        groups: int = 1,
+        act: bool = True,
+        eps: float = 1e-5,
+    ) -> None:
+        if padding is None:
+            k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+            padding = (k[0] // 2, k[1] // 2)
+        layers: list[tuple[str, nn.Module]] = [
+            ("conv", nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=False)),
+            ("bn", nn.BatchNorm2d(out_ch, eps=eps)),
+        ]
+        if act:
+            layers.append(("act", nn.ReLU(inplace=True)))
+        super().__init__(dict(layers))

@@ -1,0 +1,151 @@
+"""One registry of model names: name -> builder, with the metadata the rest of the package needs.
+
+A builder is registered once for a plain network and its SE twin::
+
+    @register_model("resnet50", "se_resnet50")
+    def resnet50(**kwargs) -> ResNet:
+        return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+The name that starts with ``se_`` (or is listed in ``se_names``) gets SE blocks by default; the
+other is the plain twin. ``create_model`` routes SE knobs (``reduction``, ``squeeze``, ...) into an
+:class:`~senet.se.SEConfig`, checks every other keyword against the network's signature, and turns
+mistakes into messages that name the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..se import SEConfig
+
+__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a name."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    se: bool
+    input_size: tuple[int, int, int]
+    num_classes: int
+    dataset: str
+    twin: str | None
+
+    @property
+    def network_class(self) -> type[nn.Module] | None:
+        hints = typing.get_type_hints(self.builder)
+        cls = hints.get("return")
+        return cls if inspect.isclass(cls) else None
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *names: str,
+    se_names: tuple[str, ...] = (),
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    num_classes: int = 1000,
+    dataset: str = "imagenet",
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under one or more names (a plain network and its SE twin)."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        plain = [n for n in names if not (n.startswith("se_") or n in se_names)]
+        with_se = [n for n in names if n.startswith("se_") or n in se_names]
+        for n in names:
+            if n in _REGISTRY:
+                raise ValueError(f"model name {n!r} registered twice")
+            is_se = n in with_se
+            twin = (plain if is_se else with_se) or [None]
+            _REGISTRY[n] = ModelInfo(n, fn, is_se, input_size, num_classes, dataset, twin[0])
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"se_*"``), sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry of ``name``; unknown names fail with close matches."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}.{hint} `senet list` shows all {len(_REGISTRY)} models.")
+    return _REGISTRY[name]
+
+
+def _accepted_keywords(info: ModelInfo) -> set[str] | None:
+    cls = info.network_class
+    if cls is None:
+        return None
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD} - {"self"}
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    weights: str | Path | Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered network.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: classifier width; ``None`` keeps the network's default (1000 for ImageNet
+            networks, 10 for CIFAR networks).
+        weights: a checkpoint path or a state dict (any layout :func:`senet.load_weights` reads).
+            Nothing is ever downloaded unless asked for.
+        **overrides: SE knobs (``se=True/False``, ``reduction``, ``squeeze``, ``excitation``,
+            ``bias``, ``divisor``, ``init``, ``integration``, ``position``, ``stages``) and any
+            keyword of the network class (e.g. ``layout="torchvision"``, ``drop_rate``).
+    """
+    info = model_info(name)
+    se_keys = set(SEConfig.fields())
+    se_kw = {k: overrides.pop(k) for k in list(overrides) if k in se_keys}
+    se = overrides.pop("se", info.se)
+    if isinstance(se, Mapping):
+        se_kw = {**se, **se_kw}
+        se = True
+    if isinstance(se, SEConfig):
+        se_cfg: SEConfig | None = se.replace(**se_kw) if se_kw else se
+    elif se:
+        se_cfg = SEConfig(**se_kw)
+    else:
+        if se_kw:
+            twin = f" (use {info.twin!r} or se=True)" if info.twin else ""
+            raise ValueError(f"{name} has no SE blocks, so SE options {sorted(se_kw)} do not apply{twin}")
+        se_cfg = None
+    accepted = _accepted_keywords(info)
+    if accepted is not None:
+        unknown = sorted(set(overrides) - accepted)
+        if unknown:
+            raise ValueError(
+                f"{name} does not take {', '.join(unknown)}. Options: "
+                f"{', '.join(sorted(accepted | se_keys | {'se', 'num_classes', 'weights'}))}"
+            )
+    model = info.builder(se=se_cfg, num_classes=num_classes or info.num_classes, **overrides)
+    model.model_name = name  # type: ignore[assignment]
+    if weights is not None:
+        from ..weights import load_weights
+
+        load_weights(model, weights)
+    return model

@@ -1,0 +1,334 @@
+"""ResNet, ResNeXt and SENet-154, each with and without SE (paper Sec. 3.2, 6.1, Table 1).
+
+Two layouts compute different functions from the same parameter names:
+
+* ``layout="release"`` (default) follows the official Caffe release (hujie-frank/SENet) and its
+  PyTorch ports (Cadene ``pretrainedmodels``, timm ``legacy_*``): the stem max-pool uses ceil mode
+  with no padding, and in ResNet-50/101/152 the stride of a stage sits on the first 1x1
+  convolution of its first bottleneck (original Caffe ResNet; 3.86 GFLOPs for ResNet-50, as in
+  Table 2). In ResNeXt and SENet-154 the stride sits on the 3x3 (grouped) convolution.
+* ``layout="torchvision"`` follows torchvision and timm's ``seresnet*``: max-pool with padding 1,
+  stride on the 3x3 convolution ("ResNet v1.5").
+
+``stride_in_1x1`` overrides the stride placement alone. SE sits on the residual branch before the
+summation (Fig. 3); ``SEConfig.integration`` / ``position`` / ``stages`` give the variants of
+Sec. 7 (Fig. 5, SE_3x3, SE_Stage_k). Stages are numbered as in the paper: conv2_x .. conv5_x = 2..5.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..se import SEConfig
+from .common import check_input, init_weights
+from .registry import register_model
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+
+LAYOUTS = ("release", "torchvision")
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride, 1, groups=groups, bias=False)
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+
+
+class _ResidualBlock(nn.Module):
+    """The part both residual blocks share: where SE sits relative to the summation (Fig. 5).
+
+    Subclasses build their convolutions and define ``residual(x)``; SE_3x3 is applied inside it.
+    """
+
+    expansion = 1
+
+    def _add_se(self, se: SEConfig | None, channels: int, *modes: str) -> None:
+        """Register ``self.se`` if this block's SE mode is one of ``modes`` (call order = execution order)."""
+        self.se_mode = "none" if se is None else (se.integration if se.position == "after_block" else "3x3")
+        if self.se_mode in modes:
+            self.se = se.block(channels)
+        elif not hasattr(self, "se"):
+            self.se = None
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        if self.se_mode == "pre":
+            x = self.se(x)
+        out = self.residual(x)
+        if self.se_mode == "standard":
+            out = self.se(out)
+        elif self.se_mode == "identity":
+            shortcut = self.se(shortcut)
+        out = self.relu(out + shortcut)
+        if self.se_mode == "post":
+            out = self.se(out)
+        return out
+
+
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 convolutions (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        se: SEConfig | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        first_width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64 or first_width != 1.0:
+            raise ValueError("BasicBlock supports groups=1, base_width=64 and first_width=1 only")
+        if se is not None and se.position == "3x3":
+            raise ValueError("SE position '3x3' needs a bottleneck block (ResNet-50 and deeper)")
+        self._add_se(se, inplanes, "pre")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self._add_se(se, planes, "standard", "post", "identity")
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn2(self.conv2(out))
+
+
+class Bottleneck(_ResidualBlock):
+    """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, expansion 4.
+
+    ``width = planes * base_width / 64 * groups`` channels in the 3x3 convolution;
+    ``first_width`` scales the output of the first 1x1 (0.5 in SENet-154: "the number of channels
+    of the first 1x1 convolution in each bottleneck halved", Sec. 6.1).
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        se: SEConfig | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        first_width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        width = int(planes * base_width / 64) * groups
+        mid = int(width * first_width)
+        out_ch = planes * self.expansion
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self._add_se(se, inplanes, "pre")
+        self.conv1 = conv1x1(inplanes, mid, s1)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = conv3x3(mid, width, s3, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.se_3x3 = se.block(width) if self.se_mode == "3x3" else None
+        self.conv3 = conv1x1(width, out_ch)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self._add_se(se, out_ch, "standard", "post", "identity")
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        if self.se_3x3 is not None:
+            out = self.se_3x3(out)
+        return self.bn3(self.conv3(out))
+
+
+def _stem(in_chans: int, inplanes: int, deep: bool, ceil_pool: bool) -> nn.Sequential:
+    """7x7/2 conv (or SENet-154's three 3x3 convs), BN, ReLU, 3x3/2 max-pool.
+
+    The names follow the release's ``layer0`` (``conv1, bn1, relu1, ..., pool``).
+    """
+    if deep:
+        chans = [(in_chans, 64, 2), (64, 64, 1), (64, inplanes, 1)]
+        layers: list[tuple[str, nn.Module]] = []
+        for i, (cin, cout, s) in enumerate(chans, 1):
+            layers += [
+                (f"conv{i}", conv3x3(cin, cout, s)),
+                (f"bn{i}", nn.BatchNorm2d(cout)),
+                (f"relu{i}", nn.ReLU(inplace=True)),
+            ]
+    else:
+        layers = [
+            ("conv1", nn.Conv2d(in_chans, inplanes, 7, 2, 3, bias=False)),
+            ("bn1", nn.BatchNorm2d(inplanes)),
+            ("relu1", nn.ReLU(inplace=True)),
+        ]
+    pool = nn.MaxPool2d(3, 2, ceil_mode=True) if ceil_pool else nn.MaxPool2d(3, 2, padding=1)
+    return nn.Sequential(OrderedDict([*layers, ("pool", pool)]))
+
+
+class ResNet(nn.Module):
+    """ResNet / ResNeXt / SENet-154 with optional SE blocks.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: blocks per stage (conv2_x..conv5_x).
+        se: an :class:`SEConfig`, or ``None`` for the plain network.
+        num_classes, in_chans: classifier width and input channels.
+        groups, base_width: cardinality and width per group (ResNeXt 32x4d: 32, 4).
+        layout: ``"release"`` or ``"torchvision"`` (see the module docstring).
+        stride_in_1x1: where the stride of a bottleneck sits; ``None`` = the layout's choice.
+        deep_stem: three 3x3 convolutions instead of the 7x7 (SENet-154).
+        stem_width: channels after the stem (64; 128 in SENet-154).
+        first_width: scale of the first 1x1 convolution of each bottleneck (0.5 in SENet-154).
+        downsample_kernel: kernel of the projection shortcuts of stages 3-5 (3 in SENet-154; the
+            first stage keeps a 1x1 projection, as in the release).
+        drop_rate: dropout before the classifier (0.2 in SENet-154, 0 elsewhere).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        *,
+        se: SEConfig | None = None,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        groups: int = 1,
+        base_width: int = 64,
+        layout: str = "release",
+        stride_in_1x1: bool | None = None,
+        deep_stem: bool = False,
+        stem_width: int = 64,
+        first_width: float = 1.0,
+        downsample_kernel: int = 1,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
+        if len(layers) != 4:
+            raise ValueError(f"ResNet has 4 stages, got layers={tuple(layers)}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate={drop_rate} must be in [0, 1)")
+        if se is not None:
+            se.check_supported("ResNet", stages=(2, 3, 4, 5))
+        if stride_in_1x1 is None:
+            stride_in_1x1 = layout == "release" and groups == 1
+        self.layout = layout
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.min_input_size = 32
+        self.inplanes = stem_width
+        self.stem = _stem(in_chans, stem_width, deep_stem, ceil_pool=layout == "release")
+        block_kw = dict(groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1, first_width=first_width)
+        self.stage_channels: list[int] = []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+            stage = i + 2
+            stage_se = se if se is not None and se.in_stage(stage) else None
+            kernel = 1 if i == 0 else downsample_kernel
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw))
+            self.stage_channels.append(self.inplanes)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.num_features = self.inplanes
+        self.fc = nn.Linear(self.inplanes, num_classes)
+        init_weights(self)
+
+    def _make_layer(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int,
+        kernel: int,
+        se: SEConfig | None,
+        block_kw: dict,
+    ) -> nn.Sequential:
+        out_ch = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out_ch:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, out_ch, kernel, stride, kernel // 2, bias=False),
+                nn.BatchNorm2d(out_ch),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, se=se, **block_kw)]
+        self.inplanes = out_ch
+        layers += [block(out_ch, planes, se=se, **block_kw) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (N, num_features, H/32, W/32)."""
+        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
+        x = self.stem(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.global_pool(x), 1)
+        return self.fc(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model("resnet18", "se_resnet18")
+def resnet18(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model("resnet34", "se_resnet34")
+def resnet34(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model("resnet50", "se_resnet50")
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+@register_model("resnet101", "se_resnet101")
+def resnet101(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
+
+
+@register_model("resnet152", "se_resnet152")
+def resnet152(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
+
+
+@register_model("resnext50_32x4d", "se_resnext50_32x4d")
+def resnext50_32x4d(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), groups=32, base_width=4, **kwargs)
+
+
+@register_model("resnext101_32x4d", "se_resnext101_32x4d")
+def resnext101_32x4d(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 23, 3), groups=32, base_width=4, **kwargs)
+
+
+@register_model("senet154", se_names=("senet154",))
+def senet154(**kwargs) -> ResNet:
+    """SENet-154 (Sec. 6.1): ResNeXt-152 64x4d with SE, a deep stem, halved first 1x1 convs,
+    3x3 projection shortcuts and dropout 0.2. ``se=False`` gives the same network without SE."""
+    kw = dict(deep_stem=True, stem_width=128, first_width=0.5, downsample_kernel=3, drop_rate=0.2)
+    return ResNet(Bottleneck, (3, 8, 36, 3), groups=64, base_width=4, **{**kw, **kwargs})

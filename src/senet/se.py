@@ -1,0 +1,225 @@
+"""The Squeeze-and-Excitation block (paper Sec. 3) and every variant of its ablation study (Sec. 7).
+
+One module serves every network of the package: the variants are arguments, not copies.
+
+* squeeze: global average pooling (the paper), global max pooling (Sec. 7, Table 11) or none
+  (the NoSqueeze variant of Sec. 7.1: the two 1x1 convolutions run on the full feature map, so the
+  excitation map keeps its spatial size and the parameter count is unchanged);
+* excitation: two fully connected layers written as 1x1 convolutions with bias (as in the official
+  release), ReLU between, then a gate: sigmoid (the paper), tanh or ReLU (Table 12), or ``2*sigmoid``
+  whose value at zero is exactly 1 (used by ``init="identity"`` to add SE to trained networks);
+* width: ``channels // reduction`` hidden units, at least one, with no rounding (the paper and the
+  release); ``divisor=8`` reproduces timm's and mmpretrain's rounding for weight compatibility.
+
+:class:`SEConfig` gathers these block options together with the network-level ones (where the block
+sits: ``integration``, ``position``, ``stages``) so that every SE network takes the same knobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+SQUEEZES = ("avg", "max", "none")
+EXCITATIONS = ("sigmoid", "tanh", "relu", "sigmoid2x")
+INTEGRATIONS = ("standard", "pre", "post", "identity")
+POSITIONS = ("after_block", "3x3")
+INITS = ("default", "identity")
+
+__all__ = ["SEBlock", "SEConfig", "ScaledSigmoid", "se_width"]
+
+
+def se_width(channels: int, reduction: int, divisor: int = 1) -> int:
+    """Hidden width of the excitation: ``channels // reduction`` (at least 1), as in the paper.
+
+    With ``divisor > 1`` the width is rounded to the nearest multiple of ``divisor`` (never below
+    ``divisor``), which is what timm and mmpretrain do; the paper does not round.
+    """
+    if divisor <= 1:
+        return max(1, channels // reduction)
+    v = channels / reduction
+    return max(divisor, int(v + divisor / 2) // divisor * divisor)
+
+
+class ScaledSigmoid(nn.Module):
+    """``scale * sigmoid(x)``: with ``scale=2`` the gate is exactly 1 where the logit is 0."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.sigmoid(x)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+def _gate(name: str) -> nn.Module:
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "relu":
+        return nn.ReLU()
+    return ScaledSigmoid(2.0)
+
+
+def _choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"SE option {name}={value!r} is not one of {allowed}")
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-Excitation: ``x * gate(fc2(relu(fc1(squeeze(x)))))`` (paper Eq. 2-4).
+
+    Args:
+        channels: channels C of the feature map it recalibrates.
+        reduction: ratio r; the hidden width is ``C // r`` (Sec. 6.1 / Table 10 ablate 2..32).
+        squeeze: ``"avg"`` (paper), ``"max"`` or ``"none"`` (NoSqueeze, Sec. 7.1).
+        excitation: gate ``"sigmoid"`` (paper), ``"tanh"``, ``"relu"`` or ``"sigmoid2x"``.
+        bias: biases in the two FC layers (the release has them; the ablation study drops them).
+        divisor: round the hidden width as timm does (1 = the paper's ``C // r``).
+        init: ``"identity"`` zero-initialises ``fc2`` and uses the ``2*sigmoid`` gate, so the block
+            starts as the exact identity (for adding SE to an already trained network).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        squeeze: str = "avg",
+        excitation: str = "sigmoid",
+        bias: bool = True,
+        divisor: int = 1,
+        init: str = "default",
+    ) -> None:
+        super().__init__()
+        if channels < 1 or reduction < 1:
+            raise ValueError(f"SEBlock needs channels >= 1 and reduction >= 1, got {channels}, {reduction}")
+        _choice("squeeze", squeeze, SQUEEZES)
+        _choice("excitation", excitation, EXCITATIONS)
+        _choice("init", init, INITS)
+        if init == "identity":
+            if excitation not in ("sigmoid", "sigmoid2x"):
+                raise ValueError("init='identity' needs the sigmoid gate (it becomes 2*sigmoid)")
+            excitation = "sigmoid2x"
+        self.channels = channels
+        self.hidden = se_width(channels, reduction, divisor)
+        self.squeeze_mode = squeeze
+        if squeeze == "avg":
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
+        elif squeeze == "max":
+            self.pool = nn.AdaptiveMaxPool2d(1)
+        else:
+            self.pool = nn.Identity()
+        self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=bias)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=bias)
+        self.gate = _gate(excitation)
+        if init == "identity":
+            nn.init.zeros_(self.fc2.weight)
+            if self.fc2.bias is not None:
+                nn.init.zeros_(self.fc2.bias)
+
+    def excite(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate values s (N, C, 1, 1), or (N, C, H, W) for the NoSqueeze variant."""
+        return self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.excite(x)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, hidden={self.hidden}, squeeze={self.squeeze_mode!r}"
+
+
+@dataclass(frozen=True)
+class SEConfig:
+    """Every SE knob of the paper, accepted by every SE network (``create_model(name, **knobs)``).
+
+    Block options: see :class:`SEBlock`. Network options:
+
+    * ``integration`` (Fig. 5): ``"standard"`` SE on the residual branch before the summation,
+      ``"pre"`` SE on the input of the residual branch, ``"post"`` SE after the summation (and its
+      ReLU), ``"identity"`` SE on the identity (shortcut) branch, in parallel to the residual branch;
+    * ``position``: ``"after_block"`` (default) or ``"3x3"`` (SE_3x3, Sec. 7: SE right after the
+      3x3 convolution of the bottleneck and its non-linearity);
+    * ``stages``: which stages get SE (ImageNet ResNets: 2, 3, 4, 5 as conv2_x..conv5_x; each family
+      documents its numbering); ``None`` = all.
+    """
+
+    reduction: int = 16
+    squeeze: str = "avg"
+    excitation: str = "sigmoid"
+    bias: bool = True
+    divisor: int = 1
+    init: str = "default"
+    integration: str = "standard"
+    position: str = "after_block"
+    stages: frozenset[int] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reduction, int) or self.reduction < 1:
+            raise ValueError(f"SE option reduction={self.reduction!r} must be a positive integer")
+        _choice("squeeze", self.squeeze, SQUEEZES)
+        _choice("excitation", self.excitation, EXCITATIONS)
+        _choice("init", self.init, INITS)
+        _choice("integration", self.integration, INTEGRATIONS)
+        _choice("position", self.position, POSITIONS)
+        if self.position == "3x3" and self.integration != "standard":
+            raise ValueError("SE option position='3x3' works with integration='standard' only")
+        if self.stages is not None:
+            if isinstance(self.stages, int):
+                object.__setattr__(self, "stages", frozenset({self.stages}))
+            else:
+                object.__setattr__(self, "stages", frozenset(int(s) for s in self.stages))
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """Names of the options (the keywords ``create_model`` routes to SE)."""
+        return tuple(cls.__dataclass_fields__)
+
+    def block(self, channels: int) -> SEBlock:
+        """An :class:`SEBlock` for ``channels`` with this configuration."""
+        return SEBlock(
+            channels,
+            self.reduction,
+            squeeze=self.squeeze,
+            excitation=self.excitation,
+            bias=self.bias,
+            divisor=self.divisor,
+            init=self.init,
+        )
+
+    def in_stage(self, stage: int) -> bool:
+        """Whether stage ``stage`` gets SE blocks."""
+        return self.stages is None or stage in self.stages
+
+    def check_supported(self, family: str, stages: Iterable[int], **supported: Iterable[str]) -> None:
+        """Refuse options a family does not implement, naming what it does support.
+
+        ``supported`` maps an option name (``integration``, ``position``) to the values the family
+        accepts; ``stages`` are the stage numbers the family has.
+        """
+        for name, allowed in supported.items():
+            allowed = tuple(allowed)
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{family} supports SE {name} in {allowed}, not {getattr(self, name)!r}")
+        stages = set(stages)
+        if self.stages is not None and not self.stages <= stages:
+            raise ValueError(f"{family} has stages {sorted(stages)}; SE stages {sorted(self.stages)} do not exist")
+
+    def replace(self, **changes: Any) -> SEConfig:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["stages"] is not None:
+            d["stages"] = sorted(d["stages"])
+        return d
