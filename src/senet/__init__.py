@@ -1,8 +1,21 @@
 """senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) in PyTorch."""
 
+from .analysis.profile import Profile, profile
 from .models import create_model, list_models, model_info, register_model
 from .se import SEBlock, SEConfig
+from .weights import WeightsMismatchError, load_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["SEBlock", "SEConfig", "create_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "Profile",
+    "SEBlock",
+    "SEConfig",
+    "WeightsMismatchError",
+    "create_model",
+    "list_models",
+    "load_weights",
+    "model_info",
+    "profile",
+    "register_model",
+]

@@ -48,7 +48,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         size = (info.input_size[0], args.input_size, args.input_size) if args.input_size else None
         prof = profile(name, size)
         paper = paper_figures(name)
-        rows.append({**prof.as_dict(), "paper_params_m": paper.get("params_m"), "paper_gmacs": paper.get("gmacs")})
+        rows.append(
+            {**prof.as_dict(), "paper_params_m": paper.get("params_m"), "paper_gmacs": paper.get("gmacs")}
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -65,7 +67,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             f"{r['name']:<28} {size:>9} {r['params_m']:>11.3f} {fmt(r['paper_params_m'], 1):>7} "
             f"{r['gmacs']:>8.3f} {fmt(r['paper_gmacs'], 2):>7}"
         )
-    print("\nGMACs = multiply-adds (the paper's 'GFLOPs'); paper figures: Tables 2-3, Sec. 6-7 of the TPAMI version.")
+    print(
+        "\nGMACs = multiply-adds (the paper's 'GFLOPs'); paper figures: Tables 2-3 and Sec. 6-7 (TPAMI)."
+    )
     return 0
 
 

@@ -213,7 +213,9 @@ class SEConfig:
                 raise ValueError(f"{family} supports SE {name} in {allowed}, not {getattr(self, name)!r}")
         stages = set(stages)
         if self.stages is not None and not self.stages <= stages:
-            raise ValueError(f"{family} has stages {sorted(stages)}; SE stages {sorted(self.stages)} do not exist")
+            raise ValueError(
+                f"{family} has stages {sorted(stages)}; SE stages {sorted(self.stages)} do not exist"
+            )
 
     def replace(self, **changes: Any) -> SEConfig:
         return replace(self, **changes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ def init_weights(model: nn.Module) -> None:
     Modules that set up their own initial values (e.g. an identity-initialised SE block, marked by
     a ``ScaledSigmoid`` gate whose ``fc2`` is zero) are left as they are.
     """
-    from ..se import SEBlock, ScaledSigmoid
+    from ..se import ScaledSigmoid, SEBlock
 
     keep: set[int] = set()
     for m in model.modules():
@@ -67,4 +69,4 @@ class ConvBNAct(nn.Sequential):
         ]
         if act:
             layers.append(("act", nn.ReLU(inplace=True)))
-        super().__init__(dict(layers))
+        super().__init__(OrderedDict(layers))

@@ -237,14 +237,18 @@ class ResNet(nn.Module):
         self.min_input_size = 32
         self.inplanes = stem_width
         self.stem = _stem(in_chans, stem_width, deep_stem, ceil_pool=layout == "release")
-        block_kw = dict(groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1, first_width=first_width)
+        block_kw = dict(
+            groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1, first_width=first_width
+        )
         self.stage_channels: list[int] = []
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             stage = i + 2
             stage_se = se if se is not None and se.in_stage(stage) else None
             kernel = 1 if i == 0 else downsample_kernel
             stride = 1 if i == 0 else 2
-            setattr(self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw))
+            setattr(
+                self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw)
+            )
             self.stage_channels.append(self.inplanes)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()

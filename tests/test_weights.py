@@ -1,0 +1,112 @@
+"""load_weights against independent implementations: timm's legacy (Cadene) SENets, timm's
+seresnet/seresnext and torchvision's resnet50, all built with random weights (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import senet
+from senet.weights import WeightsMismatchError, load_weights
+
+timm = pytest.importorskip("timm")
+
+CADENE = {
+    "legacy_seresnet50": "se_resnet50",
+    "legacy_seresnet101": "se_resnet101",
+    "legacy_seresnet152": "se_resnet152",
+    "legacy_seresnext50_32x4d": "se_resnext50_32x4d",
+    "legacy_seresnext101_32x4d": "se_resnext101_32x4d",
+    "legacy_senet154": "senet154",
+}
+
+
+def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics so that a mis-mapped BN shows in the logits."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _same_logits(ref: torch.nn.Module, ours: torch.nn.Module, size: int = 96) -> float:
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        return (ref(x) - ours(x)).abs().max().item()
+
+
+@pytest.mark.parametrize(("timm_name", "ours_name"), CADENE.items())
+def test_cadene_layout_gives_the_same_logits(timm_name, ours_name):
+    ref = _randomise_bn(timm.create_model(timm_name, pretrained=False))
+    ours = senet.create_model(ours_name).eval()
+    report = load_weights(ours, ref.state_dict())
+    assert report.layout == "cadene"
+    assert _same_logits(ref, ours) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["seresnet50", "seresnext50_32x4d"])
+def test_timm_layout_into_torchvision_style(name):
+    ref = _randomise_bn(timm.create_model(name, pretrained=False))
+    ours = senet.create_model(f"se_{name[2:]}", layout="torchvision").eval()
+    assert load_weights(ours, ref.state_dict()).layout == "timm"
+    assert _same_logits(ref, ours) <= 1e-4
+
+
+def test_torchvision_resnet50_into_plain_resnet50(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    ref = _randomise_bn(torchvision.models.resnet50())
+    path = tmp_path / "tv.pth"
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path
+    )  # DDP-wrapped file
+    ours = senet.create_model("resnet50", layout="torchvision", weights=path).eval()
+    assert _same_logits(ref, ours) <= 1e-4
+
+
+def test_layout_mismatch_is_refused_with_the_fix():
+    torchvision = pytest.importorskip("torchvision")
+    with pytest.raises(WeightsMismatchError, match="layout='torchvision'"):
+        load_weights(senet.create_model("resnet50"), torchvision.models.resnet50().state_dict())
+    ref = timm.create_model("legacy_seresnet50", pretrained=False)
+    with pytest.raises(WeightsMismatchError, match="layout='release'"):
+        load_weights(senet.create_model("se_resnet50", layout="torchvision"), ref.state_dict())
+
+
+def test_other_architecture_is_refused_with_a_key_report():
+    ours = senet.create_model("se_resnet50")
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with pytest.raises(WeightsMismatchError) as info:
+        load_weights(ours, senet.create_model("se_resnet101").state_dict())
+    assert "unexpected in checkpoint" in str(info.value) and "layer3.6" in str(info.value)
+    with pytest.raises(WeightsMismatchError, match=r"shape mismatch.*fc.weight: checkpoint \(10, 2048\)"):
+        load_weights(ours, senet.create_model("se_resnet50", num_classes=10).state_dict())
+    with pytest.raises(WeightsMismatchError, match="missing in checkpoint"):
+        load_weights(ours, senet.create_model("resnet50").state_dict())
+    assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())  # nothing half-loaded
+
+
+def test_own_checkpoint_round_trip(tmp_path):
+    src = _randomise_bn(senet.create_model("se_resnext50_32x4d", reduction=8))
+    path = tmp_path / "ours.pt"
+    torch.save({"model": src.state_dict(), "epoch": 3}, path)
+    ours = senet.create_model("se_resnext50_32x4d", reduction=8, weights=path).eval()
+    assert _same_logits(src, ours) == 0.0
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_corrupt_checkpoint_gives_one_clear_error(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    if content is None:  # a real checkpoint cut in half
+        torch.save(senet.create_model("resnet18").state_dict(), path)
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="truncated, corrupted or not a PyTorch checkpoint"):
+        load_weights(senet.create_model("resnet18"), path)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        senet.create_model("resnet18", weights="/nonexistent/model.pt")
