@@ -2,12 +2,14 @@
 
 from .analysis.profile import Profile, profile
 from .models import create_model, list_models, model_info, register_model
+from .preprocessing import Preprocessing, preprocessing
 from .se import SEBlock, SEConfig
-from .weights import WeightsMismatchError, load_weights
+from .weights import WeightsMismatchError, load_weights, save_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Preprocessing",
     "Profile",
     "SEBlock",
     "SEConfig",
@@ -16,6 +18,8 @@ __all__ = [
     "list_models",
     "load_weights",
     "model_info",
+    "preprocessing",
     "profile",
     "register_model",
+    "save_weights",
 ]

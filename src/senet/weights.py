@@ -22,11 +22,23 @@ layout         example keys                                network layout
 Weights of one computation layout loaded into a network built in the other would load without
 complaint and compute another function (stride on the 1x1 vs the 3x3 convolution, ceil-mode vs
 padded max-pool), so that case is refused with the fix (``create_model(name, layout=...)``).
+Checkpoints written by :func:`save_weights` (and by ``senet train``) carry the layout, the
+architecture and the preprocessing, so the check also holds for our own files.
+
+Sources may also be URLs (``http(s)://``, ``file://``), downloaded once into a cache
+(``$SENET_CACHE`` or ``~/.cache/senet``) and read from there afterwards, offline; a
+``#sha256=<hex>`` suffix (or ``sha256=``) verifies the file. Nothing is downloaded unless asked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
+import tempfile
+import urllib.request
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +47,19 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["WeightsMismatchError", "detect_layout", "load_weights", "read_state_dict"]
+from .preprocessing import Preprocessing
+
+__all__ = [
+    "LoadReport",
+    "WeightsMismatchError",
+    "atomic_save",
+    "detect_layout",
+    "fetch",
+    "load_weights",
+    "read_checkpoint",
+    "read_state_dict",
+    "save_weights",
+]
 
 # layout -> ordered (pattern, replacement) rules that turn its keys into ours.
 KEY_RULES: dict[str, list[tuple[str, str]]] = {
@@ -60,15 +84,68 @@ class LoadReport:
 
     layout: str
     loaded: int
+    metadata: dict[str, Any]
 
 
-def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` from a path or a (possibly wrapped) checkpoint dict.
+def _is_url(source: Any) -> bool:
+    return isinstance(source, str) and re.match(r"^(https?|file)://", source) is not None
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights are kept: ``$SENET_CACHE`` or ``~/.cache/senet``."""
+    return Path(os.environ.get("SENET_CACHE", Path.home() / ".cache" / "senet"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, sha256: str | None = None) -> Path:
+    """Download ``url`` once into the cache and return the local path (offline afterwards).
+
+    ``sha256`` (or a ``#sha256=<hex>`` suffix of the URL) is checked on download and on every
+    later use of the cached file; a mismatch removes nothing the user owns and raises.
+    """
+    url, _, frag = url.partition("#")
+    if frag.startswith("sha256="):
+        sha256 = sha256 or frag[len("sha256=") :]
+    name = Path(urllib.request.url2pathname(url.rsplit("/", 1)[-1])).name or "weights.pt"
+    target = cache_dir() / "weights" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+            if sha256 and _sha256(Path(tmp)) != sha256.lower():
+                raise ValueError(f"download of {url} does not match sha256 {sha256}: refusing it")
+            os.replace(tmp, target)
+        except OSError as e:
+            raise ValueError(f"cannot download weights from {url}: {e}") from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    elif sha256 and _sha256(target) != sha256.lower():
+        raise ValueError(
+            f"cached weights {target} do not match sha256 {sha256}: delete the file to download again"
+        )
+    return target
+
+
+def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A flat ``{name: tensor}`` and the checkpoint's metadata, from a path, URL or dict.
 
     Files are read with ``torch.load(weights_only=True)``: no code in a checkpoint is run.
     Wrappers such as ``{"state_dict": ...}`` / ``{"model": ...}`` and the ``module.`` (DDP) and
-    ``_orig_mod.`` (torch.compile) prefixes are removed.
+    ``_orig_mod.`` (torch.compile) prefixes are removed; the wrapper's other entries (``arch``,
+    ``layout``, ``preprocessing``, ...) are returned as metadata.
     """
+    if _is_url(source):
+        source = fetch(str(source))
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -82,11 +159,13 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
             ) from e
     else:
         obj = source
+    meta: dict[str, Any] = {}
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
             raise ValueError("the checkpoint holds no state dict (no tensors, no 'state_dict'/'model' entry)")
-        obj = inner
+        meta.update({k: v for k, v in obj.items() if k != key and not isinstance(v, torch.Tensor)})
+        obj = obj[key]
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a state dict, got {type(obj).__name__}")
     out = {}
@@ -95,7 +174,12 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
             if k.startswith(p):
                 k = k[len(p) :]
         out[k] = v
-    return out
+    return out, meta
+
+
+def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The flat state dict of :func:`read_checkpoint`, without metadata."""
+    return read_checkpoint(source)[0]
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -128,21 +212,60 @@ def _fmt(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any]) -> LoadReport:
-    """Load ``source`` (a path or state dict in any layout above) into ``model``, all or nothing."""
-    sd = read_state_dict(source)
+def _adapt_first_conv(w: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """RGB kernels for ``in_chans`` inputs: summed for one channel, repeated (and rescaled) for more."""
+    if in_chans == 1:
+        return w.sum(dim=1, keepdim=True)
+    reps = -(-in_chans // w.shape[1])
+    return w.repeat(1, reps, 1, 1)[:, :in_chans] * (w.shape[1] / in_chans)
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Module):
+        return set()
+    prefix = next((n for n, m in model.named_modules() if m is fc), "fc")
+    return {f"{prefix}.{k}" for k in fc.state_dict()}
+
+
+def load_weights(
+    model: nn.Module, source: str | Path | Mapping[str, Any], *, reset_classifier: bool = False
+) -> LoadReport:
+    """Load ``source`` (a path, URL or state dict in any layout above) into ``model``, all or nothing.
+
+    * A first convolution trained on RGB is adapted when the model was built with another
+      ``in_chans`` (kernels summed for 1 channel, repeated for more).
+    * With ``reset_classifier=True`` a classifier of another width is left at its fresh
+      initialisation, with a one-line notice (fine-tuning to a new class count).
+    * Preprocessing recorded in the checkpoint is attached to the model (``model.preprocessing``).
+    """
+    sd, meta = read_checkpoint(source)
     layout = detect_layout(sd, model)
     renamed = _rename(list(sd), KEY_RULES[layout])
     mapped = {renamed[k]: v for k, v in sd.items()}
     own = model.state_dict()
-    missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
+    in_chans = getattr(model, "in_chans", 3)
+    for k, v in list(mapped.items()):
+        if k in own and v.dim() == 4 and own[k].dim() == 4 and v.shape[1] == 3 != in_chans == own[k].shape[1]:
+            if v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
+                mapped[k] = _adapt_first_conv(v, in_chans)
+    name = getattr(model, "model_name", type(model).__name__)
+    skipped: list[str] = []
+    if reset_classifier:
+        skipped = sorted(
+            k for k in _classifier_keys(model) if k in mapped and mapped[k].shape != own[k].shape
+        )
+        for k in skipped:
+            del mapped[k]
+    missing = [
+        k for k in own if k not in mapped and k not in skipped and not k.endswith("num_batches_tracked")
+    ]
     unexpected = [k for k in mapped if k not in own]
     shapes = [
         f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
         if k in mapped and mapped[k].shape != own[k].shape
     ]
-    name = getattr(model, "model_name", type(model).__name__)
     if missing or unexpected or shapes:
         lines = [f"checkpoint (read as {layout!r} layout) does not fit {name}:"]
         if missing:
@@ -151,17 +274,63 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any]) -> Lo
             lines.append(f"  unexpected in checkpoint ({len(unexpected)}): {_fmt(unexpected)}")
         if shapes:
             lines.append(f"  shape mismatch ({len(shapes)}): {_fmt(shapes, 5)}")
-        lines.append(
-            "  Is it the checkpoint of another architecture or of other options (num_classes, SE reduction)?"
-        )
+        hint = "  Is it the checkpoint of another architecture or of other options (SE reduction, ...)?"
+        if any(k in _classifier_keys(model) for k in (s.split(":")[0] for s in shapes)):
+            hint += (
+                " For another class count pass num_classes=N to create_model to re-initialise the classifier."
+            )
+        lines.append(hint)
         raise WeightsMismatchError("\n".join(lines))
-    implied = IMPLIED_LAYOUT.get(layout)
+    implied = meta.get("layout") or IMPLIED_LAYOUT.get(layout)
     built = getattr(model, "layout", None)
     if implied and built and implied != built:
         raise WeightsMismatchError(
-            f"these are {layout!r}-style weights, trained in the {implied!r} layout, but {name} was built "
-            f"with layout={built!r}: they would load and compute another function (stride placement, "
+            f"these weights were trained in the {implied!r} layout, but {name} was built with "
+            f"layout={built!r}: they would load and compute another function (stride placement, "
             f"max-pool mode). Build the model with create_model(..., layout={implied!r})."
         )
     model.load_state_dict(mapped, strict=False)
-    return LoadReport(layout, len(mapped))
+    if skipped:
+        warnings.warn(
+            f"{name}: classifier ({', '.join(skipped)}) re-initialised for {own[skipped[0]].shape[0]} "
+            "classes; every other weight loaded from the checkpoint",
+            stacklevel=2,
+        )
+    if isinstance(meta.get("preprocessing"), Mapping):
+        model.preprocessing = Preprocessing.from_dict(dict(meta["preprocessing"]))
+    return LoadReport(layout, len(mapped), meta)
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash at any moment
+    leaves either the previous file or the new one, never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def checkpoint_metadata(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint records beside the tensors so that it can be rebuilt and used correctly."""
+    meta: dict[str, Any] = {}
+    for key, attr in (("arch", "model_name"), ("create_kwargs", "create_kwargs"), ("layout", "layout")):
+        if getattr(model, attr, None) is not None:
+            meta[key] = getattr(model, attr)
+    if isinstance(getattr(model, "preprocessing", None), Preprocessing):
+        meta["preprocessing"] = model.preprocessing.as_dict()
+    return meta
+
+
+def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
+    """Save ``model``'s weights with their metadata (architecture, options, layout, preprocessing)."""
+    model = getattr(model, "module", model)  # DDP
+    return atomic_save({"model": model.state_dict(), **checkpoint_metadata(model), **extra}, path)

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from ..preprocessing import default_preprocessing
 from ..se import SEConfig
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
@@ -106,19 +107,28 @@ def create_model(
     *,
     num_classes: int | None = None,
     weights: str | Path | Mapping[str, Any] | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    frozen_stages: int = -1,
+    norm_eval: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered network.
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: classifier width; ``None`` keeps the network's default (1000 for ImageNet
-            networks, 10 for CIFAR networks).
-        weights: a checkpoint path or a state dict (any layout :func:`senet.load_weights` reads).
-            Nothing is ever downloaded unless asked for.
+        num_classes: classifier width; ``None`` keeps the checkpoint's (when ``weights`` records
+            it) or the network's default (1000 for ImageNet networks, 10 for CIFAR networks). A
+            width other than the checkpoint's re-initialises only the classifier, with a notice.
+        weights: a checkpoint path, an ``http(s)://`` / ``file://`` URL (downloaded once into
+            ``~/.cache/senet``; ``#sha256=<hex>`` verifies it) or a state dict, in any layout
+            :func:`senet.load_weights` reads. Nothing is ever downloaded unless asked for.
+        features_only: return a :class:`~senet.features.FeatureExtractor` giving the feature
+            maps of the stages in ``out_indices`` (``frozen_stages`` and ``norm_eval`` as
+            detection training expects) instead of the classifier.
         **overrides: SE knobs (``se=True/False``, ``reduction``, ``squeeze``, ``excitation``,
             ``bias``, ``divisor``, ``init``, ``integration``, ``position``, ``stages``) and any
-            keyword of the network class (e.g. ``layout="torchvision"``, ``drop_rate``).
+            keyword of the network class (e.g. ``layout="torchvision"``, ``drop_rate``, ``in_chans``).
     """
     info = model_info(name)
     se_keys = set(SEConfig.fields())
@@ -140,14 +150,44 @@ def create_model(
     if accepted is not None:
         unknown = sorted(set(overrides) - accepted)
         if unknown:
-            raise ValueError(
-                f"{name} does not take {', '.join(unknown)}. Options: "
-                f"{', '.join(sorted(accepted | se_keys | {'se', 'num_classes', 'weights'}))}"
-            )
-    model = info.builder(se=se_cfg, num_classes=num_classes or info.num_classes, **overrides)
-    model.model_name = name  # type: ignore[assignment]
+            extra = {
+                "se",
+                "num_classes",
+                "weights",
+                "features_only",
+                "out_indices",
+                "frozen_stages",
+                "norm_eval",
+            }
+            options = ", ".join(sorted(accepted | se_keys | extra))
+            raise ValueError(f"{name} does not take {', '.join(unknown)}. Options: {options}")
+    checkpoint = None
     if weights is not None:
+        from ..weights import read_checkpoint
+
+        sd, meta = read_checkpoint(weights)
+        checkpoint = {"model": sd, **meta}
+        ckpt_classes = (meta.get("create_kwargs") or {}).get("num_classes")
+    reset_classifier = num_classes is not None
+    if num_classes is None:
+        num_classes = ckpt_classes if checkpoint is not None and ckpt_classes else info.num_classes
+    model = info.builder(se=se_cfg, num_classes=num_classes, **overrides)
+    model.model_name = name  # type: ignore[assignment]
+    model.create_kwargs = {  # type: ignore[assignment]
+        "num_classes": num_classes,
+        "se": se_cfg.as_dict() if se_cfg is not None else False,
+        **overrides,
+    }
+    in_chans = overrides.get("in_chans", info.input_size[0])
+    model.preprocessing = default_preprocessing(info.dataset, (in_chans, *info.input_size[1:]))  # type: ignore[assignment]
+    if checkpoint is not None:
         from ..weights import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, checkpoint, reset_classifier=reset_classifier)
+    if features_only:
+        from ..features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval)
+    if out_indices is not None or frozen_stages != -1 or norm_eval:
+        raise ValueError("out_indices, frozen_stages and norm_eval apply with features_only=True only")
     return model

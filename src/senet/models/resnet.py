@@ -240,7 +240,7 @@ class ResNet(nn.Module):
         block_kw = dict(
             groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1, first_width=first_width
         )
-        self.stage_channels: list[int] = []
+        self.feature_info = [{"module": "stem", "num_chs": stem_width, "reduction": 4}]
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             stage = i + 2
             stage_se = se if se is not None and se.in_stage(stage) else None
@@ -249,7 +249,9 @@ class ResNet(nn.Module):
             setattr(
                 self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw)
             )
-            self.stage_channels.append(self.inplanes)
+            self.feature_info.append(
+                {"module": f"layer{i + 1}", "num_chs": self.inplanes, "reduction": 4 * 2**i}
+            )
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_features = self.inplanes

@@ -1,0 +1,124 @@
+"""The input convention a set of weights expects, carried with the weights.
+
+Weights are only correct with the preprocessing they were trained with: the official Caffe models
+take BGR 0-255 images minus a mean and no std, the PyTorch ports RGB [0, 1] normalised with the
+ImageNet mean/std (``shared/paper/SENET.md``, "Official release"), CIFAR networks the CIFAR
+statistics at 32x32. :class:`Preprocessing` records this; :func:`preprocessing` returns the
+evaluation transform of a model (resize the short side to ``size / crop_fraction``, centre crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "preprocessing"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# CIFAR-10 training-set statistics (the original's; the JPEG copy differs in the 4th digit).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a set of weights.
+
+    ``mean``/``std`` apply to pixel values in the range ``[0, value_range]`` (1.0 for [0, 1],
+    255.0 for the Caffe convention) in colour ``order`` ("RGB" or "BGR").
+    """
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    order: str = "RGB"
+    value_range: float = 1.0
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_fraction: float = 0.875
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.order not in ("RGB", "BGR"):
+            raise ValueError(f"preprocessing order={self.order!r} must be 'RGB' or 'BGR'")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"preprocessing interpolation={self.interpolation!r} is not one of {INTERPOLATIONS}"
+            )
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"preprocessing crop_fraction={self.crop_fraction} must be in (0, 1]")
+        for name in ("mean", "std", "input_size"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @property
+    def resize_size(self) -> int:
+        """Short side before the centre crop (256 for a 224 crop at 0.875)."""
+        return int(round(self.input_size[-1] / self.crop_fraction))
+
+    def transform(self) -> nn.Module:
+        """The evaluation transform (PIL image or uint8 tensor in, normalised float tensor out)."""
+        from torchvision.transforms import InterpolationMode, v2
+
+        steps: list[nn.Module] = [v2.ToImage()]
+        if self.crop_fraction < 1 or self.resize_size != self.input_size[-1]:
+            steps.append(
+                v2.Resize(
+                    self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True
+                )
+            )
+        steps += [v2.CenterCrop(self.input_size[1:]), v2.ToDtype(torch.float32, scale=True)]
+        if self.order == "BGR":
+            steps.append(_FlipChannels())
+        if self.value_range != 1.0:
+            steps.append(_Scale(self.value_range))
+        steps.append(v2.Normalize(list(self.mean), list(self.std)))
+        return v2.Compose(steps)
+
+
+class _FlipChannels(nn.Module):
+    """RGB -> BGR on a (..., 3, H, W) tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-3)
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def default_preprocessing(dataset: str, input_size: tuple[int, int, int]) -> Preprocessing:
+    """What a network of the registry expects when its weights say nothing else."""
+    if dataset == "cifar":
+        return Preprocessing(CIFAR10_MEAN, CIFAR10_STD, input_size=input_size, crop_fraction=1.0)
+    return Preprocessing(input_size=input_size)
+
+
+def preprocessing(model: nn.Module) -> nn.Module:
+    """The evaluation transform matching ``model``'s weights (see :class:`Preprocessing`)."""
+    prep = getattr(model, "preprocessing", None)
+    if not isinstance(prep, Preprocessing):
+        raise ValueError(
+            f"{type(model).__name__} carries no preprocessing: build it with senet.create_model, "
+            "or set model.preprocessing = senet.Preprocessing(...)"
+        )
+    return prep.transform()
