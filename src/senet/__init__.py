@@ -4,6 +4,7 @@ from .analysis.profile import Profile, profile
 from .models import create_model, list_models, model_info, register_model
 from .preprocessing import Preprocessing, preprocessing
 from .se import SEBlock, SEConfig
+from .surgery import insert_se
 from .weights import WeightsMismatchError, load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -15,6 +16,7 @@ __all__ = [
     "SEConfig",
     "WeightsMismatchError",
     "create_model",
+    "insert_se",
     "list_models",
     "load_weights",
     "model_info",
