@@ -110,3 +110,10 @@ def test_corrupt_checkpoint_gives_one_clear_error(tmp_path, content):
 def test_missing_file():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         senet.create_model("resnet18", weights="/nonexistent/model.pt")
+
+
+def test_timm_inception_resnet_v2_through_load_weights():
+    ref = _randomise_bn(timm.create_model("inception_resnet_v2", pretrained=False))
+    ours = senet.create_model("inception_resnet_v2").eval()
+    assert load_weights(ours, ref.state_dict()).layout == "timm"
+    assert _same_logits(ref, ours, size=75) <= 1e-4

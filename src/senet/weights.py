@@ -65,7 +65,7 @@ __all__ = [
 KEY_RULES: dict[str, list[tuple[str, str]]] = {
     "senet": [],
     "cadene": [(r"^layer0\.", "stem."), (r"\.se_module\.", ".se."), (r"^last_linear\.", "fc.")],
-    "timm": [(r"^conv1\.", "stem.conv1."), (r"^bn1\.", "stem.bn1.")],
+    "timm": [(r"^conv1\.", "stem.conv1."), (r"^bn1\.", "stem.bn1."), (r"^classif\.", "fc.")],
 }
 # The network layout (see senet.models.resnet) that a key layout implies, where it implies one.
 IMPLIED_LAYOUT = {"cadene": "release", "timm": "torchvision"}
