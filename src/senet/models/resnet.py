@@ -27,7 +27,7 @@ from ..se import SEConfig
 from .common import check_input, init_weights
 from .registry import register_model
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "SEResidualUnit"]
 
 LAYOUTS = ("release", "torchvision")
 
@@ -40,38 +40,57 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
 
 
-class _ResidualBlock(nn.Module):
-    """The part both residual blocks share: where SE sits relative to the summation (Fig. 5).
+class SEResidualUnit(nn.Module):
+    """Where SE sits relative to the summation of a residual unit (Fig. 5), for every family.
 
-    Subclasses build their convolutions and define ``residual(x)``; SE_3x3 is applied inside it.
+    Subclasses build their layers and define ``split(x) -> (branch input, shortcut)``,
+    ``residual(branch input)`` (SE_3x3 is applied inside it) and, when the sum is followed by a
+    non-linearity, ``merge``. "standard" recalibrates the residual branch before the summation,
+    "pre" the input of the residual branch, "post" the merged output, "identity" the shortcut.
     """
 
     expansion = 1
 
     def _add_se(self, se: SEConfig | None, channels: int, *modes: str) -> None:
-        """Register ``self.se`` if this block's SE mode is one of ``modes`` (call order = execution order)."""
+        """Register ``self.se`` if this unit's SE mode is one of ``modes`` (call order = execution order)."""
         self.se_mode = "none" if se is None else (se.integration if se.position == "after_block" else "3x3")
-        if self.se_mode in modes:
+        if se is not None and self.se_mode in modes:
             self.se = se.block(channels)
         elif not hasattr(self, "se"):
             self.se = None
 
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return out + shortcut
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        branch, shortcut = self.split(x)
         if self.se_mode == "pre":
-            x = self.se(x)
-        out = self.residual(x)
+            branch = self.se(branch)
+        out = self.residual(branch)
         if self.se_mode == "standard":
             out = self.se(out)
         elif self.se_mode == "identity":
             shortcut = self.se(shortcut)
-        out = self.relu(out + shortcut)
+        out = self.merge(out, shortcut)
         if self.se_mode == "post":
             out = self.se(out)
         return out
+
+
+class _ResidualBlock(SEResidualUnit):
+    """Post-activation ResNet unit: ``relu(residual(x) + shortcut(x))`` (He et al. 2016)."""
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, (x if self.downsample is None else self.downsample(x))
+
+    def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return self.relu(out + shortcut)
 
 
 class BasicBlock(_ResidualBlock):
