@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SQUEEZES = ("avg", "max", "none")
@@ -113,12 +114,6 @@ class SEBlock(nn.Module):
         self.channels = channels
         self.hidden = se_width(channels, reduction, divisor)
         self.squeeze_mode = squeeze
-        if squeeze == "avg":
-            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
-        elif squeeze == "max":
-            self.pool = nn.AdaptiveMaxPool2d(1)
-        else:
-            self.pool = nn.Identity()
         self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=bias)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=bias)
@@ -130,10 +125,28 @@ class SEBlock(nn.Module):
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
         """The gate values s (N, C, 1, 1), or (N, C, H, W) for the NoSqueeze variant."""
-        return self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+        if self.squeeze_mode == "none":  # NoSqueeze: the 1x1 convolutions run over the whole map
+            return self.gate(self.fc2(self.act(self.fc1(x))))
+        z = x.mean((2, 3)) if self.squeeze_mode == "avg" else x.amax((2, 3))
+        # The FC layers keep the release's 1x1-convolution parameter shapes but run as matrix
+        # products on the (N, C) vector: oneDNN's convolution of a 1x1 map is up to 1000x slower
+        # for narrow SE layers (e.g. 16 -> 1 channels in CIFAR networks).
+        h = self.act(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
+        s = self.gate(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
+        return s[:, :, None, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.excite(x)
+    def forward(self, x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+        """``x * s`` (Eq. 4).
+
+        ``inplace=True`` lets the block write the result into ``x`` when autograd does not need
+        ``x`` (inference, ``torch.no_grad``): a caller that owns ``x`` -- a residual unit scaling
+        its own branch output -- saves allocating a feature map, which on CPU costs more than the
+        multiplication itself (docs/performance.md). With gradients recorded it always copies.
+        """
+        s = self.excite(x)
+        if inplace and not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)):
+            return x.mul_(s)
+        return x * s
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden}, squeeze={self.squeeze_mode!r}"

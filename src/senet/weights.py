@@ -55,6 +55,8 @@ __all__ = [
     "atomic_save",
     "detect_layout",
     "fetch",
+    "load_file",
+    "load_model",
     "load_weights",
     "read_checkpoint",
     "read_state_dict",
@@ -136,6 +138,22 @@ def fetch(url: str, sha256: str | None = None) -> Path:
     return target
 
 
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` (no code in the file runs) with one clear error for a
+    missing, truncated, corrupted or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle garbage, foreign format: one clear message
+        detail = str(e).split(". ")[0].splitlines()[0] if str(e) else ""
+        raise ValueError(
+            f"cannot read checkpoint {str(path)!r}: it is truncated, corrupted or not a PyTorch "
+            f"checkpoint ({type(e).__name__}: {detail})"
+        ) from e
+
+
 def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A flat ``{name: tensor}`` and the checkpoint's metadata, from a path, URL or dict.
 
@@ -146,19 +164,7 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
     """
     if _is_url(source):
         source = fetch(str(source))
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-        try:
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated zip, pickle garbage, foreign format: one clear message
-            raise ValueError(
-                f"cannot read checkpoint {str(path)!r}: it is truncated, corrupted or not a PyTorch "
-                f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-            ) from e
-    else:
-        obj = source
+    obj: Any = load_file(source) if isinstance(source, (str, Path)) else source
     meta: dict[str, Any] = {}
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
@@ -334,3 +340,18 @@ def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     """Save ``model``'s weights with their metadata (architecture, options, layout, preprocessing)."""
     model = getattr(model, "module", model)  # DDP
     return atomic_save({"model": model.state_dict(), **checkpoint_metadata(model), **extra}, path)
+
+
+def load_model(source: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Module:
+    """Rebuild the network a checkpoint was saved from (``senet train``, :func:`save_weights`,
+    ``senet convert``) and load its weights; ``overrides`` go to ``create_model``."""
+    from .models import create_model
+
+    sd, meta = read_checkpoint(source)
+    if not meta.get("arch"):
+        raise ValueError(
+            "the checkpoint does not record its architecture (no 'arch' entry): build the model with "
+            "senet.create_model(name, weights=...) instead"
+        )
+    kwargs = {**(meta.get("create_kwargs") or {}), **overrides}
+    return create_model(meta["arch"], weights={"model": sd, **meta}, **kwargs)

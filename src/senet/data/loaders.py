@@ -1,0 +1,142 @@
+"""Batches for training and evaluation, on one process or many.
+
+Both loaders yield ``(images, labels)`` with images already normalised (float32, on ``device``)
+and are told the epoch with ``set_epoch`` so that every epoch's order and augmentation follow from
+``(seed, epoch)`` alone: a resumed run replays exactly the epochs an uninterrupted run would.
+
+* :class:`MemoryLoader` (data held in memory): each global batch is a contiguous slice of the
+  epoch's permutation and rank ``r`` takes the ``r``-th contiguous part of it, with augmentation
+  drawn for the whole epoch in the global order; N processes thus train on exactly the global
+  batches a single process with the same global batch sees.
+* :class:`FolderLoader` (files streamed): a torch ``DataLoader`` with worker processes and, on
+  many processes, a :class:`~torch.utils.data.distributed.DistributedSampler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from .datasets import ArrayDataset
+from .transforms import BatchAugment, draw_augment
+
+__all__ = ["FolderLoader", "MemoryLoader", "epoch_generator"]
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one epoch: the same for every process and every resumption."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+@dataclass
+class MemoryLoader:
+    """Batches of an in-memory split; ``batch_size`` is per process."""
+
+    data: ArrayDataset
+    batch_size: int
+    augment: BatchAugment
+    train: bool
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        if self.train:
+            return n // (self.batch_size * self.world)
+        lo, hi = self._eval_range()
+        return -(-(hi - lo) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Images this process sees in one pass."""
+        if self.train:
+            return len(self) * self.batch_size
+        lo, hi = self._eval_range()
+        return hi - lo
+
+    def _eval_range(self) -> tuple[int, int]:
+        n = len(self.data)
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self.train:
+            lo, hi = self._eval_range()
+            for i in range(lo, hi, self.batch_size):
+                j = min(i + self.batch_size, hi)
+                x = self.data.images[i:j].to(self.device, non_blocking=True)
+                yield self.augment(x, None), self.data.labels[i:j].to(self.device, non_blocking=True)
+            return
+        g = epoch_generator(self.seed, self.epoch)
+        n = len(self.data)
+        perm = torch.randperm(n, generator=g)
+        draws = draw_augment(n, tuple(self.data.images.shape[-2:]), self.augment.padding, g)
+        global_batch = self.batch_size * self.world
+        for k in range(len(self)):
+            lo = k * global_batch + self.rank * self.batch_size
+            idx = perm[lo : lo + self.batch_size]
+            x = self.data.images[idx].to(self.device, non_blocking=True)
+            yield self.augment(x, draws[lo : lo + self.batch_size]), self.data.labels[idx].to(self.device)
+
+
+class FolderLoader:
+    """A ``DataLoader`` over a streamed data set, sharded with ``DistributedSampler`` on many ranks."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        train: bool,
+        workers: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        device = torch.device(device)
+        self.seed, self.device, self.train = seed, device, train
+        self.generator = torch.Generator()
+        if world > 1:
+            self.sampler: DistributedSampler | RandomSampler | SequentialSampler = DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed, drop_last=train
+            )
+        elif train:
+            self.sampler = RandomSampler(dataset, generator=self.generator)
+        else:
+            self.sampler = SequentialSampler(dataset)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            drop_last=train,
+            persistent_workers=False,
+            generator=self.generator,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.loader) * self.loader.batch_size if self.train else len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -1,0 +1,63 @@
+"""Checkpoints that survive a kill at any moment and load with ``torch.load(weights_only=True)``.
+
+:func:`save_checkpoint` writes to a temporary file in the same folder, flushes it to disk and
+renames it over the target (``os.replace`` is atomic on POSIX and Windows): a reader sees the old
+file or the new one, never half of one. The content is plain tensors, numbers, strings, lists and
+dicts, so loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..weights import atomic_save, load_file
+
+__all__ = ["capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint", "unwrap"]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain network inside DDP and ``torch.compile`` wrappers (its keys carry no prefixes)."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    return atomic_save(state, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only=True``)."""
+    return load_file(path, map_location)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Random states of torch (CPU and CUDA) and Python's ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(_flatten(random.getstate()))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        v = state["python"]
+        random.setstate((v[0], tuple(v[1:-1]), None if v[-1] == -1 else v[-1]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _flatten(st: tuple) -> list[int]:
+    version, internal, gauss = st
+    return [version, *internal, -1 if gauss is None else gauss]

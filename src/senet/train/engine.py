@@ -1,0 +1,463 @@
+"""One training loop for one process or many, and the evaluation of a checkpoint.
+
+:func:`train` takes a validated :class:`~senet.train.config.Config` and leaves a run folder:
+``config.yaml`` (the resolved config: ``--config run/config.yaml`` repeats the run),
+``metrics.jsonl``, ``last.pt`` / ``best.pt``, TensorBoard ``events/`` and ``curves.png``.
+Under ``torchrun`` the same loop runs in every process with DistributedDataParallel; only rank 0
+writes. Checkpoints are written at the end of every epoch with the random states, and every
+epoch's data order and augmentation follow from ``(seed, epoch)``, so ``--resume`` after a kill
+continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import build_data
+from ..models import create_model, model_info
+from ..preprocessing import Preprocessing
+from ..weights import checkpoint_metadata, load_model
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
+from .config import RESUMABLE_CHANGES, Config
+from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
+from .runlog import RunLog
+from .schedule import LRFactor
+
+__all__ = ["RunResult", "TrainingDiverged", "evaluate", "train"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (the run folder holds the rest)."""
+
+    out: Path
+    epochs: int
+    best_top1: float
+    final: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+def _check_out(out: Path, cfg: Config, d: Dist) -> None:
+    """Refuse an unwritable folder, or one holding another run, before any work starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{d.rank}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    if not cfg.resume and (out / "last.pt").exists():
+        raise ValueError(
+            f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
+        )
+
+
+def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
+    now = cfg.to_dict()
+    return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
+
+
+def _autocast(cfg: Config, device: torch.device) -> Any:
+    if cfg.amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[int, int]:
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    hits = top.eq(y.view(-1, 1))
+    return int(hits[:, :1].sum()), int(hits.sum())
+
+
+@torch.no_grad()
+def _run_eval(
+    model: nn.Module, loader: Any, cfg_amp: Config | None, d: Dist, channels_last: bool
+) -> dict[str, float]:
+    model.eval()
+    loss_sum = top1 = top5 = n = 0.0
+    crit = nn.CrossEntropyLoss(reduction="sum")
+    for x, y in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(cfg_amp, d.device) if cfg_amp else nullcontext():
+            logits = model(x)
+        loss_sum += float(crit(logits.float(), y))
+        c1, c5 = _topk_correct(logits, y, 5)
+        top1, top5, n = top1 + c1, top5 + c5, n + len(y)
+    loss_sum, top1, top5, n = all_reduce_sum([loss_sum, top1, top5, n], d)
+    n = max(n, 1)
+    return {"loss": loss_sum / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n, "images": int(n)}
+
+
+def _bn_params(model: nn.Module) -> list[nn.Parameter]:
+    return [
+        p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()
+    ]
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def train(cfg: Config) -> RunResult:
+    """Train ``cfg.model`` with ``cfg``'s recipe and leave a run folder in ``cfg.out``.
+
+    Raises ``ValueError`` / ``FileNotFoundError`` with one line for anything wrong in the setup
+    (before training starts) and :class:`TrainingDiverged` when the loss becomes NaN or inf.
+    """
+    d = setup()
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, d)
+    finally:
+        torch.set_num_threads(threads)
+        teardown(d)
+
+
+def _train(cfg: Config, d: Dist) -> RunResult:
+    t_start = time.perf_counter()
+    out = Path(cfg.out or f"runs/{cfg.recipe or cfg.model}").expanduser()
+    if not cfg.data_dir:
+        raise ValueError("no data folder: pass --data-dir PATH (an ImageFolder tree or torchvision's CIFAR)")
+    if not Path(cfg.data_dir).expanduser().is_dir() and not cfg.download:
+        raise FileNotFoundError(f"data folder {cfg.data_dir} does not exist (check --data-dir)")
+    info = model_info(cfg.model)
+    if cfg.batch_size % (d.world * cfg.accum_steps):
+        raise ValueError(
+            f"batch_size={cfg.batch_size} must be divisible by processes x accum_steps "
+            f"= {d.world * cfg.accum_steps}"
+        )
+    if cfg.sync_bn and d.device.type == "cpu" and d.enabled:
+        raise ValueError(
+            "sync_bn needs CUDA: torch's SyncBatchNorm has no CPU implementation (drop --sync-bn)"
+        )
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ValueError("nesterov needs momentum > 0")
+    if cfg.resume and not (out / "last.pt").is_file():
+        raise FileNotFoundError(f"--resume: {out / 'last.pt'} does not exist (train without --resume first)")
+    if d.is_main:
+        _check_out(out, cfg, d)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    per_rank = cfg.batch_size // d.world
+    data = build_data(
+        cfg.data_dir,
+        dataset=cfg.dataset,
+        download=cfg.download and d.is_main,
+        augment=cfg.augment,
+        image_size=cfg.image_size,
+        eval_crop=cfg.eval_crop,
+        eval_resize=cfg.eval_resize,
+        scale_min=cfg.scale_min,
+        cutout=cfg.cutout,
+        mean=cfg.mean,
+        std=cfg.std,
+        in_memory=cfg.in_memory,
+        cache_dir=cfg.cache_dir,
+        train_subset=cfg.train_subset,
+        val_subset=cfg.val_subset,
+        batch_size=per_rank,
+        eval_batch_size=cfg.eval_batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        rank=d.rank,
+        world=d.world,
+        device=d.device,
+    )
+    assert data.train is not None
+    steps_per_epoch = len(data.train)
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {data.train.num_samples} training images")
+    num_classes = len(data.classes)
+    model_kwargs = dict(cfg.model_kwargs)
+    model = create_model(cfg.model, num_classes=num_classes, **model_kwargs).to(d.device)
+    model.preprocessing = Preprocessing(
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        input_size=(3, cfg.eval_crop, cfg.eval_crop),
+        crop_fraction=cfg.eval_crop / (cfg.eval_resize or cfg.eval_crop),
+    )
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and d.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    bn_params = _bn_params(model)
+
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.base_lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+    factor = LRFactor(
+        cfg.schedule,
+        cfg.epochs,
+        steps_per_epoch,
+        step_size=cfg.step_size,
+        milestones=cfg.milestones,
+        gamma=cfg.gamma,
+        warmup_epochs=cfg.warmup_epochs,
+        warmup=cfg.warmup,
+        warmup_factor=cfg.warmup_factor,
+        final_lr_factor=cfg.final_lr_factor,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
+
+    start_epoch, best_top1 = 1, -1.0
+    if cfg.resume:
+        ckpt = load_checkpoint(out / "last.pt", map_location=d.device)
+        diff = _config_differences(ckpt.get("config", {}), cfg)
+        if diff:
+            raise ValueError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        restore_rng(ckpt["rng"])
+        start_epoch, best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
+
+    net: nn.Module = model
+    if d.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device] if d.device.type == "cuda" else None
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    log = RunLog(out, start_epoch, cfg.to_dict()) if d.is_main else None
+    if d.is_main:
+        print(
+            f"senet train: {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on "
+            f"{len(data.train) * cfg.batch_size} train / {data.val.num_samples * d.world} val images of "
+            f"{cfg.data_dir}, {d.world} process(es) on {d.device.type}, batch {cfg.batch_size}, "
+            f"lr {cfg.base_lr:g}, {cfg.epochs} epochs -> {out}",
+            flush=True,
+        )
+
+    def state(epoch: int, best: float) -> dict[str, Any]:
+        return {
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "best_top1": best,
+            "rng": capture_rng(),
+            **checkpoint_metadata(unwrap(model)),
+            "model_name": cfg.model,
+            "model_kwargs": model_kwargs,
+            "num_classes": num_classes,
+            "classes": list(data.classes),
+            "config": cfg.to_dict(),
+            "dataset": info.dataset,
+        }
+
+    micro = per_rank // cfg.accum_steps
+    final: dict[str, Any] = {}
+    show_bar = d.is_main and sys.stderr.isatty()
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            data.train.set_epoch(epoch)
+            net.train()
+            frozen_bn = cfg.freeze_bn_epochs and epoch > cfg.epochs - cfg.freeze_bn_epochs
+            if frozen_bn:
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+            loss_sum = correct = seen = 0.0
+            bar = _progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", show_bar)
+            t0 = time.perf_counter()
+            for step, (x, y) in enumerate(data.train):
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                step_loss = 0.0
+                for i in range(cfg.accum_steps):
+                    xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
+                    sync = nullcontext() if (i == cfg.accum_steps - 1 or not d.enabled) else net.no_sync()
+                    with sync:
+                        with _autocast(cfg, d.device):
+                            logits = net(xs)
+                            loss = criterion(logits.float(), ys)
+                        scaler.scale(loss / cfg.accum_steps).backward()
+                    step_loss += float(loss.detach()) / cfg.accum_steps
+                    correct += int((logits.argmax(1) == ys).sum())
+                finite = math.isfinite(step_loss)
+                if d.enabled:
+                    finite = all_reduce_sum([0.0 if finite else 1.0], d)[0] == 0
+                if not finite:
+                    where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
+                    raise TrainingDiverged(
+                        f"loss became {step_loss} at epoch {epoch}, step {step + 1} "
+                        f"(lr {scheduler.get_last_lr()[0]:.3g});"
+                        f" stopped. Last good checkpoint: {where}. Try a lower --lr or more warm-up"
+                    )
+                if frozen_bn:
+                    for p in bn_params:
+                        p.grad = None
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                loss_sum += step_loss * len(y)
+                seen += len(y)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{step_loss:.3f}",
+                        lr=f"{lr:.4f}",
+                        ips=f"{seen * d.world / (time.perf_counter() - t0):.0f}",
+                    )
+            if bar is not None:
+                bar.close()
+            train_seconds = time.perf_counter() - t0
+            loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], d)
+            broadcast_buffers(model, d)
+            t1 = time.perf_counter()
+            val = _run_eval(unwrap(net), data.val, cfg if cfg.amp != "none" else None, d, cfg.channels_last)
+            record = {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_acc": 100 * correct / seen,
+                "val_loss": val["loss"],
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+                "lr": lr,
+                "seconds": train_seconds,
+                "eval_seconds": time.perf_counter() - t1,
+                "images_per_s": seen / train_seconds,
+            }
+            final = record
+            if not all(
+                bool(torch.isfinite(t).all())
+                for t in unwrap(model).state_dict().values()
+                if t.is_floating_point()
+            ):
+                where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
+                raise TrainingDiverged(
+                    f"weights became nan/inf in epoch {epoch} (lr {lr:.3g}); stopped. "
+                    f"Last good checkpoint: {where}."
+                    " Try a lower --lr or more warm-up"
+                )
+            if d.is_main:
+                assert log is not None
+                is_best = val["top1"] > best_top1
+                best_top1 = max(best_top1, val["top1"])
+                ckpt = state(epoch, best_top1)
+                save_checkpoint(ckpt, out / "last.pt")
+                if is_best:
+                    save_checkpoint(ckpt, out / "best.pt")
+                log.log_epoch(record)
+                print(
+                    f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
+                    f"acc {record['train_acc']:5.2f}%"
+                    f"  val top-1 {val['top1']:5.2f}% top-5 {val['top5']:5.2f}%  lr {lr:.4g}"
+                    f"  {train_seconds:.1f}s  {record['images_per_s']:.0f} img/s",
+                    flush=True,
+                )
+            else:
+                best_top1 = max(best_top1, val["top1"])
+    finally:
+        if log is not None:
+            log.close()
+    history = log.history if log is not None else []
+    return RunResult(out, cfg.epochs, best_top1, final, history, time.perf_counter() - t_start, model)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    *,
+    crop: int | None = None,
+    resize: int = 0,
+    batch_size: int = 250,
+    workers: int = 2,
+    val_subset: int = 0,
+    json_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Top-1 / top-5 accuracy and error of a checkpoint on ``data_dir``'s val (or test) split.
+
+    The model is rebuilt from the checkpoint (its model name, ``create_model`` keywords and class
+    count); normalisation and evaluation crop follow the checkpoint's config unless ``crop`` is
+    given (the resize then follows the 256/224 ratio unless ``resize`` is given). The result is
+    also written as JSON to ``json_path`` (default: ``eval-<checkpoint>-<crop>.json`` beside it).
+    """
+    ckpt_path = Path(checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    for key in ("model", "model_name", "num_classes", "config"):
+        if key not in ckpt:
+            raise ValueError(f"{ckpt_path} is not a `senet train` checkpoint (no {key!r} entry)")
+    cfg = ckpt["config"]
+    device = pick_device()
+    eval_crop = crop or cfg["eval_crop"]
+    data = build_data(
+        data_dir,
+        dataset=cfg["dataset"],
+        augment=cfg["augment"],
+        image_size=cfg["image_size"],
+        eval_crop=eval_crop,
+        eval_resize=resize if crop else (resize or cfg["eval_resize"]),
+        mean=cfg["mean"],
+        std=cfg["std"],
+        in_memory=cfg["in_memory"],
+        cache_dir=cfg["cache_dir"],
+        val_subset=val_subset,
+        eval_batch_size=batch_size,
+        workers=workers,
+        device=device,
+        train=False,
+    )
+    if len(data.classes) != ckpt["num_classes"]:
+        raise ValueError(
+            f"{data_dir} has {len(data.classes)} classes, the checkpoint's model {ckpt['num_classes']}"
+        )
+    model = load_model(ckpt).to(device)
+    t0 = time.perf_counter()
+    m = _run_eval(model, data.val, None, Dist(device=device), False)
+    result = {
+        "checkpoint": str(ckpt_path),
+        "model": ckpt["model_name"],
+        "epoch": ckpt.get("epoch"),
+        "data_dir": str(data_dir),
+        "crop": eval_crop,
+        "images": m["images"],
+        "top1": m["top1"],
+        "top5": m["top5"],
+        "top1_err": 100 - m["top1"],
+        "top5_err": 100 - m["top5"],
+        "loss": m["loss"],
+        "seconds": time.perf_counter() - t0,
+    }
+    path = Path(json_path) if json_path else ckpt_path.with_name(f"eval-{ckpt_path.stem}-{eval_crop}.json")
+    try:
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e} (pass --json PATH)") from None
+    result["json"] = str(path)
+    return result

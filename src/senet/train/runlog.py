@@ -1,0 +1,72 @@
+"""The run folder: config.yaml, metrics.jsonl, TensorBoard events and curves.png (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RunLog", "plot_curves", "read_metrics"]
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a ``metrics.jsonl`` file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
+    """Loss and accuracy per epoch (train and validation) as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    ax1.plot(ep, [h["val_loss"] for h in history], "o-", label="val")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax2.plot(ep, [h["train_acc"] for h in history], "o-", label="train top-1")
+    ax2.plot(ep, [h["val_top1"] for h in history], "o-", label="val top-1")
+    ax2.plot(ep, [h["val_top5"] for h in history], "o--", label="val top-5")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+class RunLog:
+    """Writes the run folder's records; on a resumed run, forgets epochs after the checkpoint."""
+
+    def __init__(self, out: Path, start_epoch: int, config: dict[str, Any]) -> None:
+        self.out = out
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.metrics_path = out / "metrics.jsonl"
+        self.history = [h for h in read_metrics(self.metrics_path) if h["epoch"] < start_epoch]
+        self.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out / "events"), purge_step=start_epoch)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.tb.add_scalar(key, value, record["epoch"])
+        self.tb.flush()
+        plot_curves(self.history, self.out / "curves.png")
+
+    def close(self) -> None:
+        self.tb.close()

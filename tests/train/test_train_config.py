@@ -1,0 +1,117 @@
+"""Config validation, recipes against the paper's numbers, schedules against torch's schedulers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import senet
+from senet.train import Config, LRFactor, list_recipes, load_config
+
+
+def test_unknown_field_names_the_close_match():
+    with pytest.raises(ValueError, match=r"unknown field 'epoch'; did you mean epochs"):
+        load_config("cifar10-quick", overrides={"epoch": 3})
+
+
+def test_wrong_type_and_bad_value_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"field 'epochs' must be int, got 'abc'"):
+        load_config("cifar10-quick", overrides={"epochs": "abc"})
+    with pytest.raises(ValueError, match=r"field 'nesterov' must be bool"):
+        load_config("cifar10-quick", overrides={"nesterov": 3})
+    with pytest.raises(ValueError, match=r"schedule='poly': expected one of"):
+        load_config("cifar10-quick", overrides={"schedule": "poly"})
+    with pytest.raises(ValueError, match=r"lr=-1.0 must be > 0"):
+        load_config("cifar10-quick", overrides={"lr": -1})
+    with pytest.raises(ValueError, match=r"unknown recipe 'cifar10-quik'. Did you mean: cifar10-quick"):
+        load_config("cifar10-quik")
+
+
+def test_lossless_coercions():
+    cfg = load_config("cifar10-quick", overrides={"lr": 1, "epochs": 4.0, "milestones": "2,3", "model": 123})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.epochs == 4 and cfg.milestones == [2, 3]
+    assert cfg.model == "123"
+
+
+def test_every_recipe_loads_and_names_a_registered_model():
+    recipes = list_recipes()
+    assert {"imagenet", "senet154", "cifar10-quick", "cifar-resnet110", "cifar-wrn16-8"} <= set(recipes)
+    for name, desc in recipes.items():
+        cfg = load_config(name)
+        assert desc and cfg.recipe == name
+        senet.models.model_info(cfg.model)
+
+
+def test_imagenet_recipe_is_the_papers():
+    # SENET.md "ImageNet training recipe": SGD 0.9, batch 1024, lr 0.6 /10 every 30 epochs, 100 epochs.
+    cfg = load_config("imagenet")
+    assert (cfg.momentum, cfg.batch_size, cfg.lr, cfg.step_size, cfg.gamma, cfg.epochs) == (
+        0.9,
+        1024,
+        0.6,
+        30,
+        0.1,
+        100,
+    )
+    assert (
+        cfg.weight_decay == 1e-4
+        and cfg.image_size == 224
+        and cfg.eval_resize == 256
+        and cfg.augment == "imagenet"
+    )
+    assert load_config("imagenet", overrides={"batch_size": 256}).base_lr == pytest.approx(
+        0.15
+    )  # linear scaling
+    s154 = load_config("senet154")
+    assert s154.label_smoothing == 0.1 and s154.batch_size == 2048 and s154.base_lr == pytest.approx(1.0)
+    assert senet.create_model("senet154").dropout.p == 0.2
+    assert load_config("cifar-shake-shake26").cutout == 16
+
+
+def test_config_round_trips_through_a_yaml_file(tmp_path):
+    import yaml
+
+    cfg = load_config("cifar10-quick", overrides={"epochs": 3, "data_dir": "x"})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert load_config(config=path) == cfg
+
+
+def _torch_lrs(sched_fn, steps: int) -> list[float]:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = sched_fn(opt)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_match_torch_schedulers():
+    epochs, spe = 12, 5
+    lrs = torch.optim.lr_scheduler
+    step = LRFactor("step", epochs, spe, step_size=3, gamma=0.1)
+    ref = _torch_lrs(lambda o: lrs.StepLR(o, 3, 0.1), epochs)  # stepped once per epoch
+    assert [step(e * spe) for e in range(epochs)] == pytest.approx(ref)
+    assert step(3 * spe - 1) == pytest.approx(1.0)
+    multi = LRFactor("multistep", epochs, spe, milestones=[4, 9], gamma=0.2)
+    ref = _torch_lrs(lambda o: lrs.MultiStepLR(o, [4, 9], 0.2), epochs)
+    assert [multi(e * spe) for e in range(epochs)] == pytest.approx(ref)
+    cos = LRFactor("cosine", epochs, spe)
+    ref = _torch_lrs(lambda o: lrs.CosineAnnealingLR(o, epochs * spe), epochs * spe)
+    assert [cos(s) for s in range(epochs * spe)] == pytest.approx(ref, abs=1e-9)
+    one = LRFactor("onecycle", 10, 10, warmup_epochs=2, warmup_factor=0.1)
+    assert one(0) == pytest.approx(0.1) and one(10) == pytest.approx(0.55) and one(20) == pytest.approx(1.0)
+    assert one(60) == pytest.approx(0.5) and one(100) == pytest.approx(0.0)
+    const = LRFactor(
+        "multistep", 4, 10, milestones=[2], warmup="constant", warmup_epochs=1, warmup_factor=0.1
+    )
+    assert [const(s) for s in (0, 9, 10, 19, 20)] == pytest.approx([0.1, 0.1, 1.0, 1.0, 0.1])
+    assert not math.isnan(LRFactor("cosine", 1, 1)(1))
+
+
+def test_config_defaults_are_valid():
+    assert Config().to_dict()["model"] == "se_resnet20"
