@@ -11,10 +11,11 @@ from typing import Any
 
 __all__ = ["PAPER", "paper_figures"]
 
-# name -> figures; imagenet_err = (top-1, top-5) single-crop error %, cifar10_err / cifar100_err in %.
+# name -> figures; imagenet_err = (top-1, top-5) single-crop error %, cifar10_err / cifar100_err in %;
+# cpu_ms = CPU inference time of one 224x224 image (Sec. 6, hardware not stated).
 PAPER: dict[str, dict[str, Any]] = {
-    "resnet50": {"gmacs": 3.86, "params_m": 25.6, "imagenet_err": (24.80, 7.48)},
-    "se_resnet50": {"gmacs": 3.87, "params_m": 28.1, "imagenet_err": (23.29, 6.62)},
+    "resnet50": {"gmacs": 3.86, "params_m": 25.6, "imagenet_err": (24.80, 7.48), "cpu_ms": 164},
+    "se_resnet50": {"gmacs": 3.87, "params_m": 28.1, "imagenet_err": (23.29, 6.62), "cpu_ms": 167},
     "resnet101": {"gmacs": 7.58, "imagenet_err": (23.17, 6.52)},
     "se_resnet101": {"gmacs": 7.60, "params_m": 49.3, "imagenet_err": (22.38, 6.07)},
     "resnet152": {"gmacs": 11.30, "imagenet_err": (22.42, 6.34)},

@@ -1,5 +1,18 @@
 """Analysis of networks and runs: cost profiles, excitation statistics, reports."""
 
-from .profile import Profile, profile
+from .excite import ExcitationRecorder, ExcitationStats, class_specificity, excite
+from .profile import Profile, Timing, measure, profile
+from .report import read_run, report
 
-__all__ = ["Profile", "profile"]
+__all__ = [
+    "ExcitationRecorder",
+    "ExcitationStats",
+    "Profile",
+    "Timing",
+    "class_specificity",
+    "excite",
+    "measure",
+    "profile",
+    "read_run",
+    "report",
+]

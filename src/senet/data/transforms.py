@@ -93,18 +93,22 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor, draws: AugmentDraws | None) -> torch.Tensor:
         if draws is None:
             return normalize(x, self.mean, self.std)
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
         dev = x.device
-        if self.padding > 0:
+        if self.padding > 0 or self.flip:
+            # One gather does crop and flip: output pixel (i, j) of a flipped crop at offset
+            # (dy, dx) is padded pixel (dy + i, dx + w - 1 - j). Much cheaper on CPU than
+            # advanced indexing with four broadcast index tensors.
             p = self.padding
-            padded = nn.functional.pad(x, (p, p, p, p))
-            rows = (draws.dy.to(dev).view(n, 1) + torch.arange(h, device=dev)).view(n, 1, h, 1)
-            cols = (draws.dx.to(dev).view(n, 1) + torch.arange(w, device=dev)).view(n, 1, 1, w)
-            batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
-            chan = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
-            x = padded[batch, chan, rows, cols]
-        if self.flip:
-            x = torch.where(draws.flip.to(dev).view(n, 1, 1, 1), x.flip(3), x)
+            padded = nn.functional.pad(x, (p, p, p, p)) if p > 0 else x
+            j = torch.arange(w, device=dev)
+            if self.flip:
+                j = torch.where(draws.flip.to(dev).view(n, 1), j.flip(0), j)
+            i = torch.arange(h, device=dev)
+            cols = draws.dx.to(dev).view(n, 1) + j if p > 0 else j.expand(n, w)
+            rows = draws.dy.to(dev).view(n, 1) + i if p > 0 else i.expand(n, h)
+            idx = (rows.view(n, h, 1) * (w + 2 * p) + cols.view(n, 1, w)).view(n, 1, h * w)
+            x = padded.flatten(2).gather(2, idx.expand(n, c, h * w)).view(n, c, h, w)
         x = normalize(x, self.mean, self.std)
         if self.cutout > 0:
             half = self.cutout // 2

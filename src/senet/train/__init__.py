@@ -9,7 +9,7 @@ From Python::
     evaluate("runs/q/best.pt", cfg.data_dir)  # -> {"top1": ..., "top5": ..., ...}
 """
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_trained, save_checkpoint
 from .config import Config, list_recipes, load_config, recipe_path
 from .engine import RunResult, TrainingDiverged, evaluate, train
 from .schedule import LRFactor
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate",
     "list_recipes",
     "load_checkpoint",
+    "load_trained",
     "load_config",
     "recipe_path",
     "save_checkpoint",

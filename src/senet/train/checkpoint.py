@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..weights import atomic_save, load_file
+from ..weights import atomic_save, load_file, load_model
 
-__all__ = ["capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint", "unwrap"]
+__all__ = ["capture_rng", "load_checkpoint", "load_trained", "restore_rng", "save_checkpoint", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -39,6 +39,16 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only=True``)."""
     return load_file(path, map_location)
+
+
+def load_trained(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a ``senet train`` checkpoint with its weights, in eval mode, and the checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    if "config" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{checkpoint} is not a `senet train` checkpoint (no 'config'/'model' entry)")
+    return load_model(ckpt).to(device).eval(), ckpt
 
 
 def capture_rng() -> dict[str, Any]:
