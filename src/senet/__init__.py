@@ -1,6 +1,7 @@
 """senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) in PyTorch."""
 
 from .analysis.profile import Profile, profile
+from .inference import fuse_for_inference
 from .models import create_model, list_models, model_info, register_model
 from .preprocessing import Preprocessing, preprocessing
 from .se import SEBlock, SEConfig
@@ -16,6 +17,7 @@ __all__ = [
     "SEConfig",
     "WeightsMismatchError",
     "create_model",
+    "fuse_for_inference",
     "insert_se",
     "list_models",
     "load_weights",

@@ -29,51 +29,294 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="parameters and multiply-adds, beside the paper's figures")
+    p = sub.add_parser(
+        "profile",
+        help="parameters, multiply-adds, latency and memory, SE beside plain, beside the paper",
+        description="Each network is shown beside its plain / SE twin with the SE overhead. Latency, "
+        "throughput and peak memory are measured with --time (implied by --batch-size / --device).",
+    )
     p.add_argument("names", nargs="*", help="model names (default: every registered model)")
     p.add_argument("--input-size", type=int, default=None, help="image side (default: the model's own)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--time", action="store_true", help="run the networks: latency, images/s, peak memory")
+    p.add_argument("--batch-size", type=int, default=None, help="images per timed forward pass (default 1)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes before timing (default 3)")
+    p.add_argument("--repeats", type=int, default=10, help="timed passes; the median is shown (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (for a README)")
     p.set_defaults(func=_cmd_profile)
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from .analysis.profile import profile
-    from .models import list_models, model_info
-    from .paper import paper_figures
+    import torch
 
-    names = args.names or list_models()
-    rows = []
-    for name in names:
-        info = model_info(name)
-        size = (info.input_size[0], args.input_size, args.input_size) if args.input_size else None
-        prof = profile(name, size)
-        paper = paper_figures(name)
-        rows.append(
-            {**prof.as_dict(), "paper_params_m": paper.get("params_m"), "paper_gmacs": paper.get("gmacs")}
-        )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
+    from .analysis.profile import compare, format_table
+    from .models import list_models
 
-    def fmt(v: float | None, digits: int) -> str:
-        return "-" if v is None else f"{v:.{digits}f}"
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: give a positive number")
+        torch.set_num_threads(args.threads)
+    timed = args.time or args.batch_size is not None or args.device is not None
+    rows = compare(
+        args.names or list_models(),
+        args.input_size,
+        timed=timed,
+        batch_size=args.batch_size or 1,
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, markdown=args.markdown))
+    return 0
 
-    header = f"{'model':<28} {'input':>9} {'params (M)':>11} {'paper':>7} {'GMACs':>8} {'paper':>7}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        size = "x".join(str(s) for s in r["input_size"][1:])
-        print(
-            f"{r['name']:<28} {size:>9} {r['params_m']:>11.3f} {fmt(r['paper_params_m'], 1):>7} "
-            f"{r['gmacs']:>8.3f} {fmt(r['paper_gmacs'], 2):>7}"
-        )
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .train.config import Config
+
+    p = sub.add_parser(
+        "train",
+        help="train a model with a recipe (also under torchrun)",
+        allow_abbrev=False,
+        description="Train with a recipe; override any field, e.g. --epochs 5 --lr 0.1 --model resnet20.",
+    )
+    p.add_argument("--recipe", default=None, help="recipe name (`senet recipes`) or a YAML path")
+    p.add_argument("--config", default=None, help="a config file, e.g. a run's config.yaml to repeat the run")
+    fields = p.add_argument_group("config fields (override the recipe)")
+    for name, tp in Config.fields().items():
+        if name == "recipe":
+            continue
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        kw: dict = {"dest": f"field_{name}", "default": argparse.SUPPRESS, "metavar": name.upper()}
+        if tp is bool:
+            kw.update(nargs="?", const="true", metavar="BOOL")
+        fields.add_argument(*flags, help=f"({getattr(tp, '__name__', str(tp))})", **kw)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .train import TrainingDiverged, load_config, train
+    from .train.config import Config
+
+    types = Config.fields()
+    overrides = {}
+    for key, raw in vars(args).items():
+        if key.startswith("field_"):
+            name = key[len("field_") :]
+            overrides[name] = raw if types[name] is str else yaml.safe_load(raw)
+    if not args.recipe and not args.config:
+        raise ValueError("give --recipe NAME (see `senet recipes`) or --config FILE")
+    cfg = load_config(args.recipe, args.config, overrides)
+    try:
+        result = train(cfg)
+    except TrainingDiverged as e:
+        print(f"senet train: error: {e}", file=sys.stderr)
+        return 1
+    f = result.final
     print(
-        "\nGMACs = multiply-adds (the paper's 'GFLOPs'); paper figures: Tables 2-3 and Sec. 6-7 (TPAMI)."
+        f"done: {cfg.model} test top-1 {f['val_top1']:.2f}% top-5 {f['val_top5']:.2f}% "
+        f"(best {result.best_top1:.2f}%) in {result.seconds / 60:.1f} min; run folder {result.out}"
     )
     return 0
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1 / top-5 accuracy of a checkpoint on a data set")
+    p.add_argument("--checkpoint", required=True, help="a `senet train` checkpoint (last.pt / best.pt)")
+    p.add_argument(
+        "--data-dir", required=True, help="ImageFolder tree with val/ or test/, or torchvision CIFAR"
+    )
+    p.add_argument(
+        "--crop", type=int, default=None, help="evaluation crop, e.g. 224 or 320 (default: the recipe's)"
+    )
+    p.add_argument(
+        "--resize", type=int, default=0, help="short side before the crop (default: crop * 256 / 224)"
+    )
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", default=None, help="where to write the result (default: beside the checkpoint)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate
+
+    r = evaluate(
+        args.checkpoint,
+        args.data_dir,
+        crop=args.crop,
+        resize=args.resize,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        json_path=args.json,
+    )
+    print(
+        f"{r['model']} on {r['images']} images (crop {r['crop']}): "
+        f"top-1 {r['top1']:.2f}% (error {r['top1_err']:.2f}%)"
+        f"  top-5 {r['top5']:.2f}% (error {r['top5_err']:.2f}%)  -> {r['json']}"
+    )
+    return 0
+
+
+def _add_recipes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recipes", help="list the training recipes shipped with senet")
+    p.add_argument("name", nargs="?", default=None, help="print this recipe's resolved config")
+    p.set_defaults(func=_cmd_recipes)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .train import list_recipes, load_config
+
+    if args.name:
+        print(yaml.safe_dump(load_config(args.name).to_dict(), sort_keys=False), end="")
+        return 0
+    recipes = list_recipes()
+    width = max(len(n) for n in recipes)
+    for name, desc in recipes.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_profile]
+COMMANDS += [_add_train, _add_eval, _add_recipes]
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert weights of the official release (Caffe) into a senet checkpoint",
+        description="Convert a .caffemodel of hujie-frank/SENet; load the result with "
+        "senet.create_model(ARCH, weights=OUT).",
+    )
+    p.add_argument("model", help="the .caffemodel file")
+    p.add_argument("--from", dest="source_format", required=True, choices=("caffe",), help="format of MODEL")
+    p.add_argument("--arch", required=True, help="model name, e.g. se_resnet50, senet154, se_bn_inception")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument(
+        "--keep-caffe-input",
+        action="store_true",
+        help="keep the Caffe input convention (BGR, 0-255, minus the mean (104, 117, 123)) instead of "
+        "folding it into the first convolution for RGB ImageNet-normalised input",
+    )
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .caffe import convert_caffe
+
+    out = convert_caffe(args.model, args.arch, args.out, keep_caffe_input=args.keep_caffe_input)
+    expects = (
+        "BGR 0-255 minus the mean (104, 117, 123)"
+        if args.keep_caffe_input
+        else "RGB [0, 1] normalised with the ImageNet mean/std"
+    )
+    print(f"{args.arch} written to {out}; it expects {expects} (transform: senet.preprocessing(model))")
+    return 0
+
+
+COMMANDS.append(_add_convert)
+
+
+def _add_excite(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "excite",
+        help="per-class excitations of a trained SE network (paper Sec. 7.2, Figs. 6-7)",
+        description="Record every SE block's gates on images of the evaluation split and write "
+        "excitations.npz, Fig. 6/7-style PNGs and a class-specificity summary to --out.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a `senet train` checkpoint of an SE network")
+    p.add_argument("--data-dir", required=True, help="its data set (the val/ or test/ split is used)")
+    p.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: all)")
+    p.add_argument("--blocks", nargs="+", default=None, help="blocks to plot: SE_3_1, 'SE_3_*', module paths")
+    p.add_argument("--images-per-class", type=int, default=50, help="images per class (default 50, as paper)")
+    p.add_argument("--channels", type=int, default=50, help="channels per panel (default 50, as the paper)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", default="excite", help="output folder (default ./excite)")
+    p.set_defaults(func=_cmd_excite)
+
+
+def _cmd_excite(args: argparse.Namespace) -> int:
+    from .analysis.excite import excite, summary_markdown
+
+    r = excite(
+        args.checkpoint,
+        args.data_dir,
+        classes=args.classes,
+        blocks=args.blocks,
+        images_per_class=args.images_per_class,
+        out=args.out,
+        batch_size=args.batch_size,
+        channels=args.channels,
+        device=args.device,
+    )
+    print(summary_markdown(r["stats"], r["summary"]))
+    print(f"plotted blocks: {', '.join(r['blocks'])}; wrote {len(r['files'])} files to {args.out}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="Markdown table of training runs beside the paper's figures")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by `senet train --out DIR`")
+    p.add_argument("--out", default=None, help="write the report to this file (default: print it)")
+    p.add_argument("--json", action="store_true", help="print the runs' figures as JSON instead")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.report import read_run, report
+
+    if args.json:
+        print(json.dumps([read_run(d).as_dict() for d in args.runs], indent=2))
+        return 0
+    text = report(args.runs, args.out)
+    if args.out:
+        print(f"report of {len(args.runs)} run(s) written to {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+COMMANDS += [_add_excite, _add_report]
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a model as ONNX, TorchScript or a torch.export program")
+    p.add_argument("source", metavar="NAME|CHECKPOINT", help="a model name or a `senet train` checkpoint")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported_program"])
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx / model.pt / model.pt2")
+    p.add_argument("--input-size", type=int, default=None, help="image side (default: the model's own)")
+    p.add_argument(
+        "--weights", default=None, help="state dict to load into NAME (any layout load_weights reads)"
+    )
+    p.add_argument("--fuse", action="store_true", help="fold BN into the convolutions first")
+    p.add_argument("--no-check", action="store_true", help="skip running the file against PyTorch")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import check_export, export_model, load_for_export
+
+    model, size = load_for_export(args.source, weights=args.weights)
+    size = args.input_size or size
+    out = export_model(model, args.format, args.out, input_size=size, fuse=args.fuse)
+    line = f"wrote {out} ({args.format}, input N x {model.in_chans} x {size} x {size}, dynamic batch)"
+    if not args.no_check:
+        diff = check_export(model, out, args.format, input_size=size)
+        line += (
+            "; not checked (onnxruntime missing)" if diff is None else f"; max abs diff vs PyTorch {diff:.2e}"
+        )
+    print(line)
+    return 0
+
+
+COMMANDS.append(_add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

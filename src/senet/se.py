@@ -138,15 +138,23 @@ class SEBlock(nn.Module):
     def forward(self, x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
         """``x * s`` (Eq. 4).
 
-        ``inplace=True`` lets the block write the result into ``x`` when autograd does not need
-        ``x`` (inference, ``torch.no_grad``): a caller that owns ``x`` -- a residual unit scaling
-        its own branch output -- saves allocating a feature map, which on CPU costs more than the
-        multiplication itself (docs/performance.md). With gradients recorded it always copies.
+        ``inplace=True`` lets the block write the result into ``x`` when nothing else needs the
+        original: a caller that owns ``x`` -- a residual unit scaling its own branch output --
+        saves allocating a feature map, which on CPU costs more than the multiplication itself
+        (docs/performance.md). It still copies when autograd records the step (training) and when
+        a forward hook on this block will be shown its input.
         """
         s = self.excite(x)
-        if inplace and not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)):
+        if (
+            inplace
+            and not self._input_observed()
+            and not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad))
+        ):
             return x.mul_(s)
         return x * s
+
+    def _input_observed(self) -> bool:
+        return bool(self._forward_hooks or nn.modules.module._global_forward_hooks)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden}, squeeze={self.squeeze_mode!r}"

@@ -74,12 +74,12 @@ class SEResidualUnit(nn.Module):
             branch = self.se(branch)
         out = self.residual(branch)
         if self.se_mode == "standard":
-            out = self.se(out)
+            out = self.se(out, inplace=True)  # the unit owns its branch output
         elif self.se_mode == "identity":
             shortcut = self.se(shortcut)
         out = self.merge(out, shortcut)
         if self.se_mode == "post":
-            out = self.se(out)
+            out = self.se(out, inplace=True)
         return out
 
 
@@ -90,7 +90,8 @@ class _ResidualBlock(SEResidualUnit):
         return x, (x if self.downsample is None else self.downsample(x))
 
     def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        return self.relu(out + shortcut)
+        out += shortcut  # in place, as torchvision: a new feature map costs more than the sum (CPU)
+        return self.relu(out)
 
 
 class BasicBlock(_ResidualBlock):

@@ -1,0 +1,289 @@
+"""BN folding (``fuse_for_inference``), channels-last, torch.compile and bf16 autocast on CPU.
+
+Fusion is checked against the unfused network in eval mode, with BN statistics and affine
+parameters randomised (a fresh BN is the identity, which would fold trivially), and the BNs that
+remain are checked by an independent forward-hook pass not to sit directly after a convolution.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import senet
+from senet.inference import conv_bn_pairs, fold_bn, fuse_for_inference
+
+# One network per family module (the smallest SE one); test_every_family_is_covered keeps it complete.
+FAMILY_NETWORKS = {
+    "senet.models.resnet": "se_resnet18",
+    "senet.models.cifar": "se_resnet20",
+    "senet.models.inception": "se_bn_inception",
+    "senet.models.vgg": "se_vgg16",
+    "senet.models.mobilenet": "se_mobilenet",
+    "senet.models.shufflenet": "se_shufflenet",
+}
+# Networks where some BNs cannot be folded: pre-activation units (BN after a sum) and the
+# Shake-Shake shortcut (BN after a concatenation of two convolutions).
+PARTLY_FOLDED = ["se_wrn16_8", "se_shake_shake26_2x96d"]
+
+
+def _randomise_bn(model: nn.Module, size: int | None = None) -> nn.Module:
+    """Eval-mode model whose BNs hold non-trivial statistics, as a trained network's do.
+
+    Running statistics are measured on random batches (cumulative average) after the affine
+    parameters are randomised, so activations stay O(1) through deep networks, as in a trained
+    model -- random statistics instead make a 164-layer network amplify float rounding chaotically.
+    """
+    g = torch.Generator().manual_seed(1)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.weight.data.copy_(0.8 + 0.4 * torch.rand(m.num_features, generator=g))
+        m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+        m.reset_running_stats()
+        m.momentum = None
+    if bns:
+        size = size or _size(model)
+        first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        in_chans = getattr(model, "in_chans", first_conv.in_channels)
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(16, in_chans, size, size, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+def _size(model: nn.Module) -> int:
+    """32 for CIFAR networks; 64 (or the minimum) for ImageNet ones, so that the last stage's BNs
+    see more than one position per image."""
+    name = getattr(model, "model_name", None)
+    if name is None or senet.model_info(name).dataset == "cifar":
+        return 32
+    return max(64, model.min_input_size)
+
+
+def _input(model: nn.Module, batch: int = 2) -> torch.Tensor:
+    size = _size(model)
+    return torch.randn(batch, model.in_chans, size, size)
+
+
+def _bns_fed_by_a_conv(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of BatchNorm2d layers whose input is the output of a Conv2d (forward hooks)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    outputs: dict[int, torch.Tensor] = {}
+    found: list[str] = []
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(lambda m, i, o: outputs.__setitem__(id(o), o)))
+        elif isinstance(m, nn.BatchNorm2d):
+            handles.append(
+                m.register_forward_pre_hook(
+                    lambda m, i: found.append(names[id(m)]) if outputs.get(id(i[0])) is i[0] else None
+                )
+            )
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return found
+
+
+def test_every_family_is_covered():
+    families = {senet.model_info(n).builder.__module__ for n in senet.list_models()}
+    assert families <= set(FAMILY_NETWORKS), f"add a network of {families - set(FAMILY_NETWORKS)}"
+
+
+@pytest.mark.parametrize("name", sorted(set(FAMILY_NETWORKS.values()) | set(PARTLY_FOLDED)))
+def test_fusion_keeps_the_outputs_and_folds_every_bn_after_a_conv(name):
+    model = _randomise_bn(senet.create_model(name))
+    x = _input(model)
+    fused = fuse_for_inference(model, channels_last=False)
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    bns_before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    bns_after = sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert _bns_fed_by_a_conv(fused, x) == []
+    if name in PARTLY_FOLDED:
+        assert 0 < bns_after < bns_before
+    else:
+        assert bns_before > 0 and bns_after == 0
+    # the SE gates survive as modules (the excitation analysis hooks them)
+    assert sum(isinstance(m, senet.SEBlock) for m in fused.modules()) == sum(
+        isinstance(m, senet.SEBlock) for m in model.modules()
+    )
+
+
+def test_fusion_on_a_bottleneck_network_with_channels_last():
+    model = _randomise_bn(senet.create_model("se_resnext50_32x4d", layout="torchvision"), 64)
+    x = torch.randn(2, 3, 64, 64)
+    pairs = conv_bn_pairs(model)
+    assert len(pairs) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 53
+    assert ("layer1.0.downsample.0", "layer1.0.downsample.1") in pairs
+    fused = fuse_for_inference(model)  # the CPU default: channels-last
+    assert fused.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = fused(x)
+        torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-4)
+    assert out.shape == (2, 1000)
+
+
+def test_fusion_copies_unless_inplace():
+    model = _randomise_bn(senet.create_model("resnet18"))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fused = fuse_for_inference(model, channels_last=False)
+    assert fused is not model and isinstance(model.layer1[0].bn1, nn.BatchNorm2d)
+    assert isinstance(fused.layer1[0].bn1, nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
+    same = fuse_for_inference(model, channels_last=False, inplace=True)
+    assert same is model and isinstance(model.layer1[0].bn1, nn.Identity)
+
+
+def test_fold_bn_by_hand():
+    conv, bn = nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4, eps=1e-3).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -1, 1)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        y = conv(x)
+        ref = (y - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+        ref = ref * bn.weight[:, None, None] + bn.bias[:, None, None]
+        fold_bn(conv, bn)
+        torch.testing.assert_close(conv(x), ref, rtol=1e-5, atol=1e-5)
+
+
+class _ConvUsedTwice(nn.Module):
+    """The conv output feeds the BN *and* the sum: folding would change the sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+class _SharedConv(nn.Module):
+    """One conv called twice, its BN after one call only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)) + self.conv(x)
+
+
+class _AcrossModules(nn.Module):
+    """A conv at the end of one Sequential, its BN at the start of the next, registered in reverse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+@pytest.mark.parametrize(("cls", "folded"), [(_ConvUsedTwice, 0), (_SharedConv, 0), (_AcrossModules, 1)])
+def test_only_exact_foldings_happen(cls, folded):
+    model = _randomise_bn(cls())
+    x = torch.randn(2, 3, 10, 10)
+    assert len(conv_bn_pairs(model, x)) == folded
+    fused = fuse_for_inference(model, example_input=x, channels_last=False)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="nn.Module"):
+        fuse_for_inference("se_resnet50")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="example_input"):
+        fuse_for_inference(senet.create_model("resnet18"), example_input=torch.randn(1, 5, 32, 32))
+
+
+def test_torch_compile_of_a_fused_channels_last_network_matches_eager():
+    model = _randomise_bn(senet.create_model("se_resnet20"))
+    fused = fuse_for_inference(model, channels_last=True)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(fused)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", senet.list_models())
+def test_every_network_is_captured_by_torch_compile_in_one_graph(name):
+    """Dynamo captures the whole forward without graph breaks (backend: eager, to keep it quick)."""
+    torch._dynamo.reset()
+    model = senet.create_model(name).eval()
+    x = _input(model, 1)
+    with torch.no_grad():
+        out = torch.compile(model, backend="eager", fullgraph=True)(x)
+        torch.testing.assert_close(out, model(x))
+
+
+def test_bf16_autocast_inference_on_cpu():
+    """bf16 keeps 8 bits of mantissa: logits move by about 1% of their size (docs/performance.md)."""
+    model = _randomise_bn(senet.create_model("se_resnet20"))
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+            out_fused = fuse_for_inference(model)(x)
+    assert out.dtype == torch.bfloat16 and out_fused.dtype == torch.bfloat16
+    for o in (out, out_fused):
+        rel = ((o.float() - ref).norm() / ref.norm()).item()
+        assert 0 < rel < 0.05
+
+
+def test_se_scales_in_place_only_when_nothing_needs_its_input():
+    se = senet.SEBlock(8, 4).eval()
+    x = torch.randn(2, 8, 5, 5)
+    ref = x * se.excite(x)
+    with torch.no_grad():
+        y = x.clone()
+        out = se(y, inplace=True)
+        assert out.data_ptr() == y.data_ptr()  # no new feature map
+        torch.testing.assert_close(out, ref)
+        assert se(x).data_ptr() != x.data_ptr()  # the default copies
+        seen = []
+        handle = se.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+        y = x.clone()
+        se(y, inplace=True)
+        torch.testing.assert_close(seen[0], x)  # a hook sees the input, not the result
+        handle.remove()
+    y = x.clone().requires_grad_()
+    out = se(y, inplace=True)  # autograd needs y: copies
+    assert out.data_ptr() != y.data_ptr()
+    out.sum().backward()
+    assert y.grad is not None and se.fc1.weight.grad is not None
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_residual_units_with_in_place_ops_match_timm(grad):
+    """Same weights as timm's seresnet18 (an independent implementation): same logits and gradients."""
+    timm = pytest.importorskip("timm")
+    peer = timm.create_model("seresnet18", num_classes=10)
+    ours = senet.create_model("se_resnet18", num_classes=10, layout="torchvision", divisor=8)  # timm rounds
+    senet.load_weights(ours, peer.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    if not grad:
+        with torch.inference_mode():
+            torch.testing.assert_close(ours.eval()(x), peer.eval()(x))
+        return
+    ours.train()(x).square().sum().backward()
+    peer.train()(x).square().sum().backward()
+    torch.testing.assert_close(ours.layer2[0].se.fc1.weight.grad, peer.layer2[0].se.fc1.weight.grad)
+    torch.testing.assert_close(ours.stem.conv1.weight.grad, peer.conv1.weight.grad, rtol=1e-4, atol=1e-4)
