@@ -122,8 +122,8 @@ def test_senet154_structure():
     )  # first 1x1 halved
     assert m.layer2[0].downsample[0].kernel_size == (3, 3) and m.layer2[0].downsample[0].stride == (2, 2)
     assert m.layer1[0].downsample[0].kernel_size == (1, 1)
-    assert isinstance(m.dropout, torch.nn.Dropout) and m.dropout.p == 0.2
-    assert isinstance(senet.create_model("se_resnet50").dropout, torch.nn.Identity)  # no silent dropout
+    assert isinstance(m.pre_logits, torch.nn.Dropout) and m.pre_logits.p == 0.2
+    assert isinstance(senet.create_model("se_resnet50").pre_logits, torch.nn.Identity)  # no silent dropout
 
 
 def _block(integration: str, position: str = "after_block", inplanes: int = 64) -> Bottleneck:

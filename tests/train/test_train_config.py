@@ -66,7 +66,7 @@ def test_imagenet_recipe_is_the_papers():
     )  # linear scaling
     s154 = load_config("senet154")
     assert s154.label_smoothing == 0.1 and s154.batch_size == 2048 and s154.base_lr == pytest.approx(1.0)
-    assert senet.create_model("senet154").dropout.p == 0.2
+    assert senet.create_model("senet154").pre_logits.p == 0.2
     assert load_config("cifar-shake-shake26").cutout == 16
 
 

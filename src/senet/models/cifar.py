@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ConvBNAct, check_input, init_weights
+from .common import ClassifierNet, ConvBNAct, check_input, init_weights
 from .registry import register_model
 from .resnet import BasicBlock, SEResidualUnit
 
@@ -82,7 +82,7 @@ class ZeroPadShortcut(nn.Module):
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}"
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ClassifierNet):
     """He et al.'s CIFAR ResNet (depth 6n + 2) built from :class:`BasicBlock`, with optional SE.
 
     Args:
@@ -134,6 +134,7 @@ class CifarResNet(nn.Module):
             inplanes = planes
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = inplanes
+        self.pre_logits = nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes)
         init_weights(self)
 
@@ -151,12 +152,6 @@ class CifarResNet(nn.Module):
         x = self.layer1(x)
         x = self.layer2(x)
         return self.layer3(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.global_pool(x), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("resnet20", "se_resnet20", **CIFAR)
@@ -248,7 +243,7 @@ class PreActBasicBlock(_PreActUnit):
         return self.conv2(self.relu(self.bn2(self.conv1(x))))
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(ClassifierNet):
     """Pre-activation ResNet for CIFAR: 3x3 stem conv, three stages, BN-ReLU, pooling, classifier.
 
     Args:
@@ -294,6 +289,7 @@ class PreActResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = in_ch
+        self.pre_logits = nn.Identity()
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
 
@@ -305,12 +301,6 @@ class PreActResNet(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.relu(self.bn(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.global_pool(x), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class ShakeShakeFunction(torch.autograd.Function):
@@ -449,7 +439,7 @@ class ShakeBlock(SEResidualUnit):
         return self.shake(self.branch1(x), self.branch2(x))
 
 
-class ShakeShakeNet(nn.Module):
+class ShakeShakeNet(ClassifierNet):
     """Shake-Shake ResNet for CIFAR (Gastaldi 2017): stem conv-BN, three stages of 3-branch units, ReLU,
     pooling, classifier.
 
@@ -508,6 +498,7 @@ class ShakeShakeNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = in_ch
+        self.pre_logits = nn.Identity()
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
 
@@ -519,12 +510,6 @@ class ShakeShakeNet(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.relu(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.global_pool(x), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("resnet164", "se_resnet164", **CIFAR)

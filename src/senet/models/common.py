@@ -1,4 +1,5 @@
-"""Small pieces every family shares: input checks, weight initialisation, conv-BN-ReLU units."""
+"""Small pieces every family shares: the classifier head, input checks, weight initialisation,
+conv-BN-ReLU units."""
 
 from __future__ import annotations
 
@@ -7,7 +8,25 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-__all__ = ["ConvBNAct", "check_input", "init_weights"]
+__all__ = ["ClassifierNet", "ConvBNAct", "check_input", "init_weights"]
+
+
+class ClassifierNet(nn.Module):
+    """A network of the zoo: ``forward_features`` (per family) gives the last feature map, and one
+    head serves all -- global pooling, ``pre_logits`` (dropout, VGG's fc6/fc7, or identity), ``fc``.
+
+    Subclasses register ``global_pool``, ``pre_logits`` and ``fc`` in that order (the order they run).
+    The split follows timm, so ``forward_features`` is the backbone output for detection and analysis.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pre_logits(torch.flatten(self.global_pool(x), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 def check_input(x: torch.Tensor, in_chans: int, min_size: int, name: str) -> None:

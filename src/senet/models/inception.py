@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..se import SEBlock, SEConfig
-from .common import ConvBNAct, check_input, init_weights
+from .common import ClassifierNet, ConvBNAct, check_input, init_weights
 from .registry import register_model
 
 __all__ = [
@@ -175,7 +175,7 @@ def _bn_inception_stem(in_chans: int) -> nn.Sequential:
     )
 
 
-class BNInception(nn.Module):
+class BNInception(ClassifierNet):
     """BN-Inception / SE-BN-Inception (see the module docstring).
 
     Args:
@@ -212,7 +212,7 @@ class BNInception(nn.Module):
         self.blocks = nn.Sequential(OrderedDict(modules))
         self.num_features = channels
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
 
@@ -220,13 +220,6 @@ class BNInception(nn.Module):
         """The last feature map (N, 1024, H/32, W/32)."""
         check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
         return self.blocks(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return self.fc(self.dropout(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _CAFFE_BN = {
@@ -446,7 +439,7 @@ class Mixed7a(_InceptionConcat):
         self.se = se.block(2080) if se is not None else None
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(ClassifierNet):
     """Inception-ResNet-v2 / SE-Inception-ResNet-v2 (see the module docstring); 299x299 input.
 
     Args:
@@ -490,7 +483,7 @@ class InceptionResNetV2(nn.Module):
         self.conv2d_7b = _conv(2080, 1536, 1)
         self.num_features = 1536
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(1536, num_classes)
         init_weights(self)
 
@@ -503,13 +496,6 @@ class InceptionResNetV2(nn.Module):
         x = self.repeat_1(self.mixed_6a(x))
         x = self.block8(self.repeat_2(self.mixed_7a(x)))
         return self.conv2d_7b(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return self.fc(self.dropout(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("inception_resnet_v2", "se_inception_resnet_v2", input_size=(3, 299, 299))

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ConvBNAct, check_input, init_weights
+from .common import ClassifierNet, ConvBNAct, check_input, init_weights
 from .registry import register_model
 
 __all__ = ["DepthwiseSeparable", "MobileNet"]
@@ -55,7 +55,7 @@ class DepthwiseSeparable(nn.Module):
         return x
 
 
-class MobileNet(nn.Module):
+class MobileNet(ClassifierNet):
     """MobileNet v1 with optional SE blocks.
 
     Args:
@@ -98,6 +98,7 @@ class MobileNet(nn.Module):
         self.num_stages = len(stages)
         self.num_features = ch
         self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = nn.Identity()
         self.fc = nn.Linear(ch, num_classes)
         init_weights(self)
 
@@ -108,12 +109,6 @@ class MobileNet(nn.Module):
         for stage in range(1, self.num_stages + 1):
             x = getattr(self, f"stage{stage}")(x)
         return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.global_pool(x), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("mobilenet", "se_mobilenet")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import check_input, init_weights
+from .common import ClassifierNet, check_input, init_weights
 from .registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "SEResidualUnit"]
@@ -203,7 +203,7 @@ def _stem(in_chans: int, inplanes: int, deep: bool, ceil_pool: bool) -> nn.Seque
     return nn.Sequential(OrderedDict([*layers, ("pool", pool)]))
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierNet):
     """ResNet / ResNeXt / SENet-154 with optional SE blocks.
 
     Args:
@@ -273,7 +273,7 @@ class ResNet(nn.Module):
                 {"module": f"layer{i + 1}", "num_chs": self.inplanes, "reduction": 4 * 2**i}
             )
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_features = self.inplanes
         self.fc = nn.Linear(self.inplanes, num_classes)
         init_weights(self)
@@ -308,13 +308,6 @@ class ResNet(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return self.fc(self.dropout(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("resnet18", "se_resnet18")

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ConvBNAct, check_input, init_weights
+from .common import ClassifierNet, ConvBNAct, check_input, init_weights
 from .registry import register_model
 
 __all__ = ["ChannelShuffle", "ShuffleNet", "ShuffleUnit"]
@@ -143,7 +143,7 @@ class ShuffleUnit(nn.Module):
         return out
 
 
-class ShuffleNet(nn.Module):
+class ShuffleNet(ClassifierNet):
     """ShuffleNet v1 with optional SE blocks.
 
     Args:
@@ -194,6 +194,7 @@ class ShuffleNet(nn.Module):
             self.stage_channels.append(ch)
         self.num_features = ch
         self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = nn.Identity()
         self.fc = nn.Linear(ch, num_classes)
         init_weights(self)
 
@@ -204,12 +205,6 @@ class ShuffleNet(nn.Module):
         x = self.stage2(x)
         x = self.stage3(x)
         return self.stage4(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.global_pool(x), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("shufflenet", "se_shufflenet")

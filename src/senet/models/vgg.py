@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import check_input, init_weights
+from .common import ClassifierNet, check_input, init_weights
 from .registry import register_model
 
 __all__ = ["VGG", "VGGUnit"]
@@ -56,7 +56,7 @@ class VGGUnit(nn.Sequential):
         super().__init__(OrderedDict(layers))
 
 
-class VGG(nn.Module):
+class VGG(ClassifierNet):
     """VGG with batch normalisation and optional SE blocks.
 
     Args:
@@ -122,13 +122,6 @@ class VGG(nn.Module):
         for stage in range(1, self.num_stages + 1):
             x = getattr(self, f"stage{stage}")(x)
         return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(x), 1)
-        return self.fc(self.pre_logits(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("vgg16", "se_vgg16")
