@@ -1,12 +1,15 @@
-"""Shared test fixtures: seeded RNG, the real data sets folder (skipped with a reason when absent)."""
+"""Shared test fixtures: seeded RNG, the real data sets folder (skipped with a reason when absent),
+BN statistics measured on data."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("SENET_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -24,3 +27,39 @@ def cifar10_jpeg() -> Path:
     if not (path / "train").is_dir():
         pytest.skip(f"real data set not found at {path} (set SENET_DATASETS to the shared/datasets folder)")
     return path
+
+
+def _measure_bn(
+    model: nn.Module, size: int = 64, *, batch: int = 8, affine: bool = True, seed: int = 1
+) -> nn.Module:
+    """Eval-mode ``model`` whose BNs hold statistics measured on one random batch, as a trained network's.
+
+    With ``affine`` the BN scales and shifts are randomised first, so that a mis-mapped or mis-folded
+    BN tensor shows in the outputs. Measured (not random) statistics keep activations O(1) through
+    deep networks: random statistics make a 100-layer network blow logits up to ~1e3 and amplify
+    float rounding chaotically, and fresh ones (mean 0, var 1) would let a broken BN path pass.
+    """
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        if affine and m.affine:
+            with torch.no_grad():
+                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.bias.copy_(0.2 * torch.rand(m.num_features, generator=g) - 0.1)
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: the statistics of the one batch below
+    if bns:
+        first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        in_chans = getattr(model, "in_chans", first_conv.in_channels)
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(batch, in_chans, size, size, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+@pytest.fixture
+def measure_bn() -> Callable[..., nn.Module]:
+    """``measure_bn(model, size=64, *, batch=8, affine=True)``: see :func:`_measure_bn`."""
+    return _measure_bn

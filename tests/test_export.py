@@ -30,23 +30,6 @@ LARGE = {
 }
 
 
-def _bn_stats(model: torch.nn.Module, size: int = 64) -> torch.nn.Module:
-    """BN statistics measured on data, as a trained network's (not the fresh mean 0 / var 1: an exporter
-    mishandling BN could pass with those, and deep fresh networks blow logits up to 1e6, where float
-    rounding alone exceeds 1e-4)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, getattr(model, "in_chans", 3), size, size, generator=g))
-    for m in bns:
-        m.momentum = 0.1
-    return model.eval()
-
-
 # Default run: every SE network up to ~30M parameters and resnet50; the other plain twins (the same
 # graph without the SE ops) and the large networks run with -m slow.
 FAST = {n for n in IMAGENET if n not in LARGE and (senet.model_info(n).se or n == "resnet50")}
@@ -55,12 +38,12 @@ FAST = {n for n in IMAGENET if n not in LARGE and (senet.model_info(n).se or n =
 @pytest.mark.parametrize(
     "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in IMAGENET]
 )
-def test_onnx_runtime_gives_the_pytorch_logits(name, tmp_path):
+def test_onnx_runtime_gives_the_pytorch_logits(measure_bn, name, tmp_path):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     model = senet.create_model(name)
     size = max(64, model.min_input_size)
-    model = _bn_stats(model, size)
+    model = measure_bn(model, size, affine=False, seed=0)
     path = export_model(model, "onnx", tmp_path / f"{name}.onnx", input_size=size)
     x = torch.randn(3, 3, size, size)  # batch 3: the export's example had 2, so the batch is dynamic
     with torch.no_grad():
@@ -79,8 +62,8 @@ def test_onnx_runtime_gives_the_pytorch_logits(name, tmp_path):
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("torchscript", ".pt"), ("exported_program", ".pt2")])
-def test_torchscript_and_exported_program_round_trips(fmt, suffix, tmp_path):
-    model = _bn_stats(senet.create_model("se_resnet18", num_classes=10))
+def test_torchscript_and_exported_program_round_trips(measure_bn, fmt, suffix, tmp_path):
+    model = measure_bn(senet.create_model("se_resnet18", num_classes=10), affine=False, seed=0)
     path = export_model(model, fmt, tmp_path / f"model{suffix}", input_size=64)
     for batch in (1, 5):
         x = torch.randn(batch, 3, 64, 64)
@@ -88,15 +71,15 @@ def test_torchscript_and_exported_program_round_trips(fmt, suffix, tmp_path):
             torch.testing.assert_close(run_export(path, fmt, x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def test_fused_export_keeps_the_function(tmp_path):
-    model = _bn_stats(senet.create_model("se_mobilenet", num_classes=10))
+def test_fused_export_keeps_the_function(measure_bn, tmp_path):
+    model = measure_bn(senet.create_model("se_mobilenet", num_classes=10), affine=False, seed=0)
     path = export_model(model, "exported_program", tmp_path / "m.pt2", input_size=64, fuse=True)
     assert check_export(model, path, "exported_program", input_size=64) <= 1e-4
     assert "batch_norm" not in str(torch.export.load(path).graph)
 
 
-def test_checkpoint_of_save_weights_rebuilds_its_architecture(tmp_path):
-    model = _bn_stats(senet.create_model("se_resnet18", num_classes=7, reduction=8))
+def test_checkpoint_of_save_weights_rebuilds_its_architecture(measure_bn, tmp_path):
+    model = measure_bn(senet.create_model("se_resnet18", num_classes=7, reduction=8), affine=False, seed=0)
     save_weights(model, tmp_path / "ckpt.pt")
     loaded, size = load_for_export(tmp_path / "ckpt.pt")
     assert size == 224 and loaded.fc.out_features == 7 and loaded.layer1[0].se.hidden == 8
@@ -105,9 +88,11 @@ def test_checkpoint_of_save_weights_rebuilds_its_architecture(tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_training_checkpoint_rebuilds_its_architecture_and_crop(tmp_path):
+def test_training_checkpoint_rebuilds_its_architecture_and_crop(measure_bn, tmp_path):
     """The entries `senet train` writes: model_name, model_kwargs, num_classes, config."""
-    model = _bn_stats(senet.create_model("se_resnet20", num_classes=4, reduction=4), 32)
+    model = measure_bn(
+        senet.create_model("se_resnet20", num_classes=4, reduction=4), 32, affine=False, seed=0
+    )
     ckpt = {
         "model": model.state_dict(),
         "optimizer": {"state": {}, "param_groups": []},

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import senet
-from senet.inference import conv_bn_pairs, fold_bn, fuse_for_inference
+from senet.inference import PrepackedConv2d, conv_bn_pairs, fold_bn, fuse_for_inference
 
 # One network per family module (the smallest SE one); test_every_family_is_covered keeps it complete.
 FAMILY_NETWORKS = {
@@ -26,32 +26,6 @@ FAMILY_NETWORKS = {
 # Networks where some BNs cannot be folded: pre-activation units (BN after a sum) and the
 # Shake-Shake shortcut (BN after a concatenation of two convolutions).
 PARTLY_FOLDED = ["se_wrn16_8", "se_shake_shake26_2x96d"]
-
-
-def _randomise_bn(model: nn.Module, size: int | None = None) -> nn.Module:
-    """Eval-mode model whose BNs hold non-trivial statistics, as a trained network's do.
-
-    Running statistics are measured on random batches (cumulative average) after the affine
-    parameters are randomised, so activations stay O(1) through deep networks, as in a trained
-    model -- random statistics instead make a 164-layer network amplify float rounding chaotically.
-    """
-    g = torch.Generator().manual_seed(1)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.weight.data.copy_(0.8 + 0.4 * torch.rand(m.num_features, generator=g))
-        m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
-        m.reset_running_stats()
-        m.momentum = None
-    if bns:
-        size = size or _size(model)
-        first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-        in_chans = getattr(model, "in_chans", first_conv.in_channels)
-        model.train()
-        with torch.no_grad():
-            model(torch.randn(16, in_chans, size, size, generator=g))
-    for m in bns:
-        m.momentum = 0.1
-    return model.eval()
 
 
 def _size(model: nn.Module) -> int:
@@ -96,8 +70,9 @@ def test_every_family_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(set(FAMILY_NETWORKS.values()) | set(PARTLY_FOLDED)))
-def test_fusion_keeps_the_outputs_and_folds_every_bn_after_a_conv(name):
-    model = _randomise_bn(senet.create_model(name))
+def test_fusion_keeps_the_outputs_and_folds_every_bn_after_a_conv(measure_bn, name):
+    model = senet.create_model(name)
+    measure_bn(model, _size(model), batch=16)
     x = _input(model)
     fused = fuse_for_inference(model, channels_last=False)
     with torch.no_grad():
@@ -116,8 +91,8 @@ def test_fusion_keeps_the_outputs_and_folds_every_bn_after_a_conv(name):
     )
 
 
-def test_fusion_on_a_bottleneck_network_with_channels_last():
-    model = _randomise_bn(senet.create_model("se_resnext50_32x4d", layout="torchvision"), 64)
+def test_fusion_on_a_bottleneck_network_with_channels_last(measure_bn):
+    model = measure_bn(senet.create_model("se_resnext50_32x4d", layout="torchvision"), 64, batch=16)
     x = torch.randn(2, 3, 64, 64)
     pairs = conv_bn_pairs(model)
     assert len(pairs) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 53
@@ -130,8 +105,8 @@ def test_fusion_on_a_bottleneck_network_with_channels_last():
     assert out.shape == (2, 1000)
 
 
-def test_fusion_copies_unless_inplace():
-    model = _randomise_bn(senet.create_model("resnet18"))
+def test_fusion_copies_unless_inplace(measure_bn):
+    model = measure_bn(senet.create_model("resnet18"), batch=16)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -142,6 +117,70 @@ def test_fusion_copies_unless_inplace():
         torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
     same = fuse_for_inference(model, channels_last=False, inplace=True)
     assert same is model and isinstance(model.layer1[0].bn1, nn.Identity)
+
+
+def _packed_shapes(model: nn.Module) -> set[tuple[int, ...]]:
+    return {
+        shape
+        for m in model.modules()
+        if isinstance(m, PrepackedConv2d)
+        for shape in m.__dict__.get("_packed", {})
+    }
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_prepacked_convolutions_match_plain_ones_at_every_input_shape(measure_bn):
+    """Grouped, strided and 1x1 convolutions; one packing per input shape, outputs as nn.Conv2d's."""
+    model = measure_bn(senet.create_model("se_resnext50_32x4d", layout="torchvision"), 64, batch=16)
+    packed = fuse_for_inference(model)
+    plain = fuse_for_inference(model, prepack=False)
+    assert sum(isinstance(m, PrepackedConv2d) for m in packed.modules()) == 53  # every conv but SE's FCs
+    with torch.inference_mode():
+        for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 96, 80), (1, 3, 64, 64)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(packed(x), plain(x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(packed(x), model(x), rtol=1e-4, atol=1e-4)
+    assert _packed_shapes(packed) >= {(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 96, 80)}
+
+
+def test_prepacked_network_keeps_the_conv_state_dict_and_copies(measure_bn):
+    import copy
+    import pickle
+
+    model = measure_bn(senet.create_model("se_resnet18"), batch=16)
+    packed = fuse_for_inference(model)
+    plain = fuse_for_inference(model, prepack=False)
+    assert packed.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = packed(x)
+        for twin in (copy.deepcopy(packed), pickle.loads(pickle.dumps(packed))):
+            torch.testing.assert_close(twin(x), ref, rtol=0, atol=0)
+        # new weights are packed anew (the packing follows the weight's version)
+        other = measure_bn(senet.create_model("se_resnet18"), batch=16)
+        for m in other.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.data.mul_(1.1)
+        plain_other = fuse_for_inference(other, prepack=False)
+        packed.load_state_dict(plain_other.state_dict())
+        torch.testing.assert_close(packed(x), plain_other(x), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(packed(x), ref, atol=1e-3)
+
+
+def test_prepacked_convolution_falls_back_where_the_packed_kernel_does_not_apply():
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    packed = PrepackedConv2d.from_conv(conv)
+    assert packed.weight is conv.weight and packed.bias is conv.bias
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    y = packed(x)  # autograd: the Conv2d path, gradients flow
+    y.sum().backward()
+    assert conv.weight.grad is not None and x.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), conv(x), rtol=1e-5, atol=1e-5)
+        x64 = x.detach().double()
+        torch.testing.assert_close(packed.double()(x64), conv.double()(x64))  # float64: Conv2d path
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert packed.float()(x).dtype == torch.bfloat16
 
 
 def test_fold_bn_by_hand():
@@ -197,8 +236,8 @@ class _AcrossModules(nn.Module):
 
 
 @pytest.mark.parametrize(("cls", "folded"), [(_ConvUsedTwice, 0), (_SharedConv, 0), (_AcrossModules, 1)])
-def test_only_exact_foldings_happen(cls, folded):
-    model = _randomise_bn(cls())
+def test_only_exact_foldings_happen(measure_bn, cls, folded):
+    model = measure_bn(cls(), 10, batch=16)
     x = torch.randn(2, 3, 10, 10)
     assert len(conv_bn_pairs(model, x)) == folded
     fused = fuse_for_inference(model, example_input=x, channels_last=False)
@@ -213,8 +252,8 @@ def test_bad_arguments_are_named():
         fuse_for_inference(senet.create_model("resnet18"), example_input=torch.randn(1, 5, 32, 32))
 
 
-def test_torch_compile_of_a_fused_channels_last_network_matches_eager():
-    model = _randomise_bn(senet.create_model("se_resnet20"))
+def test_torch_compile_of_a_fused_channels_last_network_matches_eager(measure_bn):
+    model = measure_bn(senet.create_model("se_resnet20"), 32, batch=16)
     fused = fuse_for_inference(model, channels_last=True)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -233,9 +272,9 @@ def test_every_network_is_captured_by_torch_compile_in_one_graph(name):
         torch.testing.assert_close(out, model(x))
 
 
-def test_bf16_autocast_inference_on_cpu():
+def test_bf16_autocast_inference_on_cpu(measure_bn):
     """bf16 keeps 8 bits of mantissa: logits move by about 1% of their size (docs/performance.md)."""
-    model = _randomise_bn(senet.create_model("se_resnet20"))
+    model = measure_bn(senet.create_model("se_resnet20"), 32, batch=16)
     x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)

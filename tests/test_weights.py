@@ -21,22 +21,6 @@ CADENE = {
 }
 
 
-def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Random BN affine parameters and per-channel statistics measured on a random batch, so that
-    a mis-mapped BN tensor shows in the logits while the network stays well-conditioned (random
-    statistics make a 100-layer network explode to logits of ~1e3 and amplify rounding chaotically)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-            m.reset_running_stats()
-            m.momentum = None  # the running statistics become those of the one batch below
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(4, 3, 96, 96))
-    return model.eval()
-
-
 def _same_logits(ref: torch.nn.Module, ours: torch.nn.Module, size: int = 96) -> float:
     """Largest absolute logit difference on the same input, computed in float64.
 
@@ -51,8 +35,8 @@ def _same_logits(ref: torch.nn.Module, ours: torch.nn.Module, size: int = 96) ->
 
 
 @pytest.mark.parametrize(("timm_name", "ours_name"), CADENE.items())
-def test_cadene_layout_gives_the_same_logits(timm_name, ours_name):
-    ref = _randomise_bn(timm.create_model(timm_name, pretrained=False))
+def test_cadene_layout_gives_the_same_logits(measure_bn, timm_name, ours_name):
+    ref = measure_bn(timm.create_model(timm_name, pretrained=False), 96, batch=4)
     ours = senet.create_model(ours_name).eval()
     report = load_weights(ours, ref.state_dict())
     assert report.layout == "cadene"
@@ -60,16 +44,16 @@ def test_cadene_layout_gives_the_same_logits(timm_name, ours_name):
 
 
 @pytest.mark.parametrize("name", ["seresnet50", "seresnext50_32x4d"])
-def test_timm_layout_into_torchvision_style(name):
-    ref = _randomise_bn(timm.create_model(name, pretrained=False))
+def test_timm_layout_into_torchvision_style(measure_bn, name):
+    ref = measure_bn(timm.create_model(name, pretrained=False), 96, batch=4)
     ours = senet.create_model(f"se_{name[2:]}", layout="torchvision").eval()
     assert load_weights(ours, ref.state_dict()).layout == "timm"
     assert _same_logits(ref, ours) <= 1e-8
 
 
-def test_torchvision_resnet50_into_plain_resnet50(tmp_path):
+def test_torchvision_resnet50_into_plain_resnet50(measure_bn, tmp_path):
     torchvision = pytest.importorskip("torchvision")
-    ref = _randomise_bn(torchvision.models.resnet50())
+    ref = measure_bn(torchvision.models.resnet50(), 96, batch=4)
     path = tmp_path / "tv.pth"
     torch.save(
         {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path
@@ -100,8 +84,8 @@ def test_other_architecture_is_refused_with_a_key_report():
     assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())  # nothing half-loaded
 
 
-def test_own_checkpoint_round_trip(tmp_path):
-    src = _randomise_bn(senet.create_model("se_resnext50_32x4d", reduction=8))
+def test_own_checkpoint_round_trip(measure_bn, tmp_path):
+    src = measure_bn(senet.create_model("se_resnext50_32x4d", reduction=8), 96, batch=4)
     path = tmp_path / "ours.pt"
     torch.save({"model": src.state_dict(), "epoch": 3}, path)
     ours = senet.create_model("se_resnext50_32x4d", reduction=8, weights=path).eval()
@@ -124,8 +108,8 @@ def test_missing_file():
         senet.create_model("resnet18", weights="/nonexistent/model.pt")
 
 
-def test_timm_inception_resnet_v2_through_load_weights():
-    ref = _randomise_bn(timm.create_model("inception_resnet_v2", pretrained=False))
+def test_timm_inception_resnet_v2_through_load_weights(measure_bn):
+    ref = measure_bn(timm.create_model("inception_resnet_v2", pretrained=False), 96, batch=4)
     ours = senet.create_model("inception_resnet_v2").eval()
     assert load_weights(ours, ref.state_dict()).layout == "timm"
     assert _same_logits(ref, ours, size=75) <= 1e-8

@@ -122,7 +122,7 @@ def export_model(
     if fuse:
         from .inference import fuse_for_inference
 
-        model = fuse_for_inference(model, channels_last=False)
+        model = fuse_for_inference(model, channels_last=False, prepack=False)
     x = example_input(model, input_size).to(next(model.parameters()).device)
     batch = torch.export.Dim("batch", min=1, max=4096)
     if fmt == "onnx":

@@ -15,9 +15,17 @@ pairs of the residual blocks, shortcuts whose BN sits in another module than the
 and leaves alone what cannot be folded exactly: the BNs of pre-activation networks that follow a
 summation or a ReLU, and BNs in training mode or without running statistics.
 
-Channels-last: on CPU, oneDNN convolutions on NCHW tensors reorder every input and weight to a
-blocked layout on each call; in NHWC they do not. ``channels_last=None`` picks the measured
-default of :func:`prefers_channels_last` (see docs/performance.md for the figures).
+Channels-last: on CPU, oneDNN convolutions on NCHW tensors reorder every input to a blocked layout
+on each call; in NHWC they do not. ``channels_last=None`` picks the measured default of
+:func:`prefers_channels_last` (see docs/performance.md for the figures).
+
+Prepacking: an eager ``F.conv2d`` on CPU also reorders the *weight* into oneDNN's blocked layout on
+every call. At batch 1 that reorder is a large part of a convolution's time (ResNet-50 reads 100 MB
+of weights a pass). :class:`PrepackedConv2d` keeps a reordered copy of its weight (made on the first
+CPU call, remade when the weight changes) and runs oneDNN's convolution on it -- the op
+``torch.compile`` uses for frozen CPU graphs. Where that op does not apply (another device or dtype,
+autocast, autograd, tracing or compiling) it is an ordinary ``nn.Conv2d``; its parameters and
+state dict are the Conv2d's.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["conv_bn_pairs", "fold_bn", "fuse_for_inference", "prefers_channels_last"]
+__all__ = ["PrepackedConv2d", "conv_bn_pairs", "fold_bn", "fuse_for_inference", "prefers_channels_last"]
 
 
 def prefers_channels_last(device: torch.device | str) -> bool:
@@ -146,6 +154,118 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(shift.to(dtype), conv.weight.requires_grad)
 
 
+class PrepackedConv2d(nn.Conv2d):
+    """A Conv2d that, on CPU in float32 without autograd, convolves with a prepacked oneDNN weight.
+
+    The outputs equal ``nn.Conv2d``'s on channels-last inputs (the same oneDNN kernel; the output is
+    channels-last whatever the input's format). Build it with :meth:`from_conv`, which shares the
+    original's parameters.
+    """
+
+    max_packed = 4  # input shapes whose packed weights are kept (oldest dropped first)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> PrepackedConv2d:
+        """A PrepackedConv2d with ``conv``'s hyper-parameters and the very same parameters."""
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device="meta",
+        )
+        new.weight, new.bias = conv.weight, conv.bias
+        new.train(conv.training)
+        return new
+
+    def _prepacked(self, x: torch.Tensor) -> bool:
+        w = self.weight
+        return (
+            x.device.type == "cpu"
+            and x.dtype == w.dtype == torch.float32
+            and w.device.type == "cpu"
+            and x.dim() == 4
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled
+            and not (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        )
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        # oneDNN picks the weight format for the input's shape: a weight packed for batch 16 runs
+        # batch 1 slower than no packing at all, so each input shape gets its own packing
+        w = self.weight
+        version = (w.data_ptr(), w._version, id(w))
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_packed", {})
+        if self.__dict__.get("_packed_version") != version:
+            cache.clear()
+            self._packed_version = version
+        shape = tuple(x.shape)
+        if shape not in cache:
+            while len(cache) >= self.max_packed:
+                cache.pop(next(iter(cache)))
+            cache[shape] = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(),
+                list(self.padding),
+                list(self.stride),
+                list(self.dilation),
+                self.groups,
+                list(shape),
+            )
+        return cache[shape]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._prepacked(x):
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.detach()
+        return torch.ops.mkldnn._convolution_pointwise(
+            x,
+            self._packed_weight(x),
+            bias,
+            list(self.padding),
+            list(self.stride),
+            list(self.dilation),
+            self.groups,
+            "none",
+            [],
+            "",
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an opaque oneDNN tensor cannot be copied or pickled; it is remade on the next call
+        state = self.__dict__.copy()
+        state.pop("_packed", None)
+        state.pop("_packed_version", None)
+        return state
+
+
+def _called_convs(model: nn.Module, x: torch.Tensor) -> list[nn.Conv2d]:
+    """The Conv2d modules that run as modules in one forward pass (SE's FCs run as matmuls)."""
+    called: list[nn.Conv2d] = []
+
+    def hook(m: nn.Module, inp: Any) -> None:
+        if m not in called:
+            called.append(m)
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if type(m) is nn.Conv2d]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return called
+
+
 def _replace(model: nn.Module, target: nn.Module, new: nn.Module) -> None:
     for name, m in list(model.named_modules(remove_duplicate=False)):
         if m is target and name:
@@ -157,17 +277,21 @@ def fuse_for_inference(
     model: nn.Module,
     *,
     channels_last: bool | None = None,
+    prepack: bool = True,
     example_input: torch.Tensor | None = None,
     inplace: bool = False,
 ) -> nn.Module:
     """An eval-mode copy of ``model`` with every BN folded into its convolution.
 
     The outputs equal the unfused model's in eval mode up to float rounding (tests: 1e-4).
+    For inference only: train the original, fuse after.
 
     Args:
         channels_last: convert weights to ``torch.channels_last``; ``None`` = the device's
             measured default (:func:`prefers_channels_last`: yes on CPU). Inputs need no
             conversion: the first convolution returns channels-last from there on.
+        prepack: replace every convolution that runs as a module by a :class:`PrepackedConv2d`
+            (same parameters; prepacked oneDNN weights on CPU, a plain Conv2d elsewhere).
         example_input: a batch the model accepts, for the one tracing pass (default: two
             random images of ``in_chans`` x ``min_input_size``).
         inplace: change ``model`` itself instead of a copy.
@@ -177,6 +301,8 @@ def fuse_for_inference(
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
+    if example_input is None:
+        example_input = _example_input(model)
     for conv_name, bn_name in conv_bn_pairs(model, example_input):
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         fold_bn(conv, bn)
@@ -186,4 +312,7 @@ def fuse_for_inference(
         channels_last = prefers_channels_last(p.device if p is not None else "cpu")
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if prepack:
+        for conv in _called_convs(model, example_input):
+            _replace(model, conv, PrepackedConv2d.from_conv(conv))
     return model
