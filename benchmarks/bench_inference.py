@@ -6,7 +6,8 @@ resnet50 vs torchvision resnet50. The peer's freshly initialised weights are loa
 ``senet.load_weights`` and the logits are checked to agree before timing.
 
 Each pair is timed at each batch size in NCHW and channels-last, plus ours after
-``senet.fuse_for_inference`` (BN folded) in both formats. Ratios are throughput ours / peer.
+``senet.fuse_for_inference`` (BN folded, channels-last, convolution weights prepacked for oneDNN)
+and after ``fuse_for_inference(..., prepack=False)``. Ratios are throughput ours / peer.
 
     python benchmarks/bench_inference.py [--batch-sizes 1 16] [--repeats 7] [--pairs se_resnet50 ...]
 """
@@ -57,7 +58,7 @@ def main() -> None:
     for name in args.pairs:
         ours, peer, peer_label = build_pair(name)
         fused_cl = senet.fuse_for_inference(ours, channels_last=True)
-        fused = senet.fuse_for_inference(ours, channels_last=False)
+        fused_unpacked = senet.fuse_for_inference(ours, channels_last=True, prepack=False)
         ours_cl = senet.create_model(name, layout="torchvision").eval()
         ours_cl.load_state_dict(ours.state_dict())
         ours_cl.to(memory_format=torch.channels_last)
@@ -80,7 +81,7 @@ def main() -> None:
                 peer_label: run(peer, x),
                 f"ours {name} channels-last": run(ours_cl, xcl),
                 f"{peer_label} channels-last": run(peer_cl, xcl),
-                f"ours {name} fused": run(fused, x),
+                f"ours {name} fused + CL, not prepacked": run(fused_unpacked, xcl),
                 f"ours {name} fused + channels-last": run(fused_cl, xcl),
             }
             keys = list(cases)
@@ -95,9 +96,9 @@ def main() -> None:
                     _best(times, keys[1], keys[3]),
                 ),
                 ("ours channels-last / ours NCHW", keys[2], keys[0]),
-                ("ours fused / ours unfused (NCHW)", keys[4], keys[0]),
+                ("ours fused + CL, not prepacked / ours unfused NCHW", keys[4], keys[0]),
                 ("ours fused + channels-last / ours unfused NCHW (target >= 1.15)", keys[5], keys[0]),
-                ("ours fused + channels-last / ours fused NCHW", keys[5], keys[4]),
+                ("prepacked / not prepacked (both fused + channels-last)", keys[5], keys[4]),
             ]
             print("  throughput ratios (median of per-round ratios):")
             print_ratios(times, pairs)
