@@ -138,6 +138,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time augmentation: average the predictions for each image and its mirror image",
+    )
     p.add_argument("--json", default=None, help="where to write the result (default: beside the checkpoint)")
     p.set_defaults(func=_cmd_eval)
 
@@ -152,10 +157,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         resize=args.resize,
         batch_size=args.batch_size,
         workers=args.workers,
+        flip=args.flip,
         json_path=args.json,
     )
     print(
-        f"{r['model']} on {r['images']} images (crop {r['crop']}): "
+        f"{r['model']} on {r['images']} images (crop {r['crop']}{', flip averaged' if r['flip'] else ''}): "
         f"top-1 {r['top1']:.2f}% (error {r['top1_err']:.2f}%)"
         f"  top-5 {r['top5']:.2f}% (error {r['top5_err']:.2f}%)  -> {r['json']}"
     )
@@ -287,9 +293,11 @@ COMMANDS += [_add_excite, _add_report]
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .export import FORMATS
+
     p = sub.add_parser("export", help="write a model as ONNX, TorchScript or a torch.export program")
     p.add_argument("source", metavar="NAME|CHECKPOINT", help="a model name or a `senet train` checkpoint")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported_program"])
+    p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx / model.pt / model.pt2")
     p.add_argument("--input-size", type=int, default=None, help="image side (default: the model's own)")
     p.add_argument(

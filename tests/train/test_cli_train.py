@@ -11,6 +11,7 @@ import yaml
 
 import senet
 from senet.cli import main
+from senet.data import build_data
 from senet.train import load_checkpoint
 
 
@@ -94,6 +95,19 @@ def test_run_folder_and_eval(capsys, tiny, tmp_path):
     assert r["images"] == 50 and r["top1"] == pytest.approx(rows[-1]["val_top1"])
     assert r["top1_err"] == pytest.approx(100 - r["top1"])
     assert json.loads((run / "eval-last-32.json").read_text())["top5"] == r["top5"]
+    # --flip: the mean of the class probabilities of each image and its mirror image
+    rf = senet.train.evaluate(run / "last.pt", data_dir, val_subset=5, flip=True)
+    cfg = ckpt["config"]
+    data = build_data(data_dir, train=False, val_subset=5, mean=cfg["mean"], std=cfg["std"], in_memory=True)
+    model.eval()
+    hits = 0
+    with torch.no_grad():
+        for x, y in data.val:
+            p = model(x).softmax(1) + model(torch.flip(x, dims=[3])).softmax(1)
+            hits += int((p.argmax(1) == y).sum())
+    assert rf["flip"] and rf["images"] == 50 and rf["top1"] == pytest.approx(100 * hits / 50)
+    assert rf["loss"] != pytest.approx(r["loss"], rel=1e-6)  # the mirror images were seen
+    assert json.loads((run / "eval-last-32-flip.json").read_text())["top1"] == rf["top1"]
     # config.yaml repeats the run: it loads to the same config.
     again = senet.train.load_config(config=run / "config.yaml")
     assert again.to_dict() == yaml.safe_load((run / "config.yaml").read_text())

@@ -88,8 +88,15 @@ def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[int, i
 
 @torch.no_grad()
 def _run_eval(
-    model: nn.Module, loader: Any, cfg_amp: Config | None, d: Dist, channels_last: bool
+    model: nn.Module,
+    loader: Any,
+    cfg_amp: Config | None,
+    d: Dist,
+    channels_last: bool,
+    flip: bool = False,
 ) -> dict[str, float]:
+    """Summed loss and top-1/top-5 over ``loader``; ``flip`` averages the class probabilities of
+    each image and its mirror image (test-time augmentation; the loss is then of the average)."""
     model.eval()
     loss_sum = top1 = top5 = n = 0.0
     crit = nn.CrossEntropyLoss(reduction="sum")
@@ -98,6 +105,9 @@ def _run_eval(
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(cfg_amp, d.device) if cfg_amp else nullcontext():
             logits = model(x)
+            if flip:
+                probs = (logits.float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+                logits = probs.clamp_min(1e-12).log()  # log of the mean: its argmax and loss
         loss_sum += float(crit(logits.float(), y))
         c1, c5 = _topk_correct(logits, y, 5)
         top1, top5, n = top1 + c1, top5 + c5, n + len(y)
@@ -399,14 +409,17 @@ def evaluate(
     batch_size: int = 250,
     workers: int = 2,
     val_subset: int = 0,
+    flip: bool = False,
     json_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Top-1 / top-5 accuracy and error of a checkpoint on ``data_dir``'s val (or test) split.
 
     The model is rebuilt from the checkpoint (its model name, ``create_model`` keywords and class
     count); normalisation and evaluation crop follow the checkpoint's config unless ``crop`` is
-    given (the resize then follows the 256/224 ratio unless ``resize`` is given). The result is
-    also written as JSON to ``json_path`` (default: ``eval-<checkpoint>-<crop>.json`` beside it).
+    given (the resize then follows the 256/224 ratio unless ``resize`` is given). ``flip`` averages
+    the predictions for each image and its horizontal mirror (test-time augmentation; not what the
+    paper's single-crop figures use). The result is also written as JSON to ``json_path`` (default:
+    ``eval-<checkpoint>-<crop>[-flip].json`` beside it).
     """
     ckpt_path = Path(checkpoint)
     ckpt = load_checkpoint(ckpt_path)
@@ -439,13 +452,14 @@ def evaluate(
         )
     model = load_model(ckpt).to(device)
     t0 = time.perf_counter()
-    m = _run_eval(model, data.val, None, Dist(device=device), False)
+    m = _run_eval(model, data.val, None, Dist(device=device), False, flip=flip)
     result = {
         "checkpoint": str(ckpt_path),
         "model": ckpt["model_name"],
         "epoch": ckpt.get("epoch"),
         "data_dir": str(data_dir),
         "crop": eval_crop,
+        "flip": flip,
         "images": m["images"],
         "top1": m["top1"],
         "top5": m["top5"],
@@ -454,7 +468,8 @@ def evaluate(
         "loss": m["loss"],
         "seconds": time.perf_counter() - t0,
     }
-    path = Path(json_path) if json_path else ckpt_path.with_name(f"eval-{ckpt_path.stem}-{eval_crop}.json")
+    default = f"eval-{ckpt_path.stem}-{eval_crop}{'-flip' if flip else ''}.json"
+    path = Path(json_path) if json_path else ckpt_path.with_name(default)
     try:
         path.write_text(json.dumps(result, indent=2) + "\n")
     except OSError as e:
