@@ -141,6 +141,12 @@ def test_prepacked_convolutions_match_plain_ones_at_every_input_shape(measure_bn
             torch.testing.assert_close(packed(x), plain(x), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(packed(x), model(x), rtol=1e-4, atol=1e-4)
     assert _packed_shapes(packed) >= {(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 96, 80)}
+    with torch.inference_mode():
+        for side in (32, 40, 48):  # 6 shapes seen: each convolution keeps the last 4
+            packed(torch.randn(1, 3, side, side))
+    caches = [m.__dict__["_packed"] for m in packed.modules() if isinstance(m, PrepackedConv2d)]
+    assert all(len(c) == PrepackedConv2d.max_packed for c in caches)
+    assert (1, 3, 48, 48) in _packed_shapes(packed) and (3, 3, 64, 64) not in _packed_shapes(packed)
 
 
 def test_prepacked_network_keeps_the_conv_state_dict_and_copies(measure_bn):

@@ -210,10 +210,9 @@ class PrepackedConv2d(nn.Conv2d):
             cache.clear()
             self._packed_version = version
         shape = tuple(x.shape)
-        if shape not in cache:
-            while len(cache) >= self.max_packed:
-                cache.pop(next(iter(cache)))
-            cache[shape] = torch.ops.mkldnn._reorder_convolution_weight(
+        packed = cache.get(shape)
+        if packed is None:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
                 w.detach(),
                 list(self.padding),
                 list(self.stride),
@@ -221,7 +220,10 @@ class PrepackedConv2d(nn.Conv2d):
                 self.groups,
                 list(shape),
             )
-        return cache[shape]
+            while len(cache) >= self.max_packed:
+                cache.pop(next(iter(cache)), None)
+            cache[shape] = packed
+        return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._prepacked(x):
