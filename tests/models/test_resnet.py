@@ -245,3 +245,27 @@ def test_compiles_and_matches_eager():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zero_init_residual_zeroes_the_bns_torchvision_zeroes(name):
+    torchvision = pytest.importorskip("torchvision")
+    tv = getattr(torchvision.models, name)(zero_init_residual=True)
+    ours = senet.create_model(f"se_{name}", layout="torchvision", zero_init_residual=True)
+
+    def zero_scales(model: torch.nn.Module) -> list[tuple[int, int]]:
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        return [(i, m.num_features) for i, m in enumerate(bns) if not m.weight.any()]
+
+    assert zero_scales(ours) == zero_scales(tv) != []  # the same BNs, in the same order
+    assert zero_scales(senet.create_model(f"se_{name}", layout="torchvision")) == []
+
+
+def test_zero_init_residual_starts_every_unit_as_its_shortcut():
+    model = senet.create_model("se_resnet20", zero_init_residual=True).eval()
+    x = torch.randn(2, 16, 8, 8).relu()
+    with torch.no_grad():
+        for unit in (model.layer1[1], model.layer1[2]):
+            torch.testing.assert_close(unit(x.clone()), x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="zero_init_residual"):
+        senet.create_model("se_wrn16_8", zero_init_residual=True)

@@ -94,6 +94,8 @@ class CifarResNet(ClassifierNet):
             the SE paper compares against. ``"B"``: 1x1 convolution + BN projections (torchvision
             style, +2.7K parameters).
         widths: channels of the three stages.
+        zero_init_residual: start every unit as its shortcut (last BN of each branch at scale 0;
+            not in the paper: a training aid for short schedules, torchvision's keyword).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class CifarResNet(ClassifierNet):
         in_chans: int = 3,
         shortcut: str = "A",
         widths: Sequence[int] = (16, 32, 64),
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
@@ -136,7 +139,7 @@ class CifarResNet(ClassifierNet):
         self.num_features = inplanes
         self.pre_logits = nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes)
-        init_weights(self)
+        init_weights(self, zero_init_residual)
 
     def _downsample(self, inplanes: int, planes: int, stride: int) -> nn.Module | None:
         if stride == 1 and inplanes == planes:

@@ -43,11 +43,12 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int, name: str) -> Non
         )
 
 
-def init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
     """He-normal convolutions (fan-out, as in the paper's Caffe models), BN gamma 1 / beta 0.
 
     Modules that set up their own initial values (e.g. an identity-initialised SE block, marked by
-    a ``ScaledSigmoid`` gate whose ``fc2`` is zero) are left as they are.
+    a ``ScaledSigmoid`` gate whose ``fc2`` is zero) are left as they are. ``zero_init_residual``
+    then calls ``zero_init_last_bn()`` of every residual unit that has one.
     """
     from ..se import ScaledSigmoid, SEBlock
 
@@ -63,6 +64,12 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        units = [m for m in model.modules() if hasattr(m, "zero_init_last_bn")]
+        if not units:
+            raise ValueError(f"zero_init_residual: {type(model).__name__} has no residual unit to zero")
+        for m in units:
+            m.zero_init_last_bn()
 
 
 class ConvBNAct(nn.Sequential):

@@ -86,6 +86,13 @@ class SEResidualUnit(nn.Module):
 class _ResidualBlock(SEResidualUnit):
     """Post-activation ResNet unit: ``relu(residual(x) + shortcut(x))`` (He et al. 2016)."""
 
+    last_bn = ""  # the BN that ends the residual branch
+
+    def zero_init_last_bn(self) -> None:
+        """Zero the scale of the branch's last BN: the unit starts as its shortcut (Goyal et al.
+        2017, "Accurate, Large Minibatch SGD", Sec. 5.1; torchvision's ``zero_init_residual``)."""
+        nn.init.zeros_(getattr(self, self.last_bn).weight)
+
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, (x if self.downsample is None else self.downsample(x))
 
@@ -98,6 +105,7 @@ class BasicBlock(_ResidualBlock):
     """Two 3x3 convolutions (ResNet-18/34)."""
 
     expansion = 1
+    last_bn = "bn2"
 
     def __init__(
         self,
@@ -140,6 +148,7 @@ class Bottleneck(_ResidualBlock):
     """
 
     expansion = 4
+    last_bn = "bn3"
 
     def __init__(
         self,
@@ -220,6 +229,8 @@ class ResNet(ClassifierNet):
         downsample_kernel: kernel of the projection shortcuts of stages 3-5 (3 in SENet-154; the
             first stage keeps a 1x1 projection, as in the release).
         drop_rate: dropout before the classifier (0.2 in SENet-154, 0 elsewhere).
+        zero_init_residual: start every unit as its shortcut (last BN of each branch at scale 0);
+            not in the paper, a training aid for short schedules (as torchvision's keyword).
     """
 
     def __init__(
@@ -239,6 +250,7 @@ class ResNet(ClassifierNet):
         first_width: float = 1.0,
         downsample_kernel: int = 1,
         drop_rate: float = 0.0,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
@@ -276,7 +288,7 @@ class ResNet(ClassifierNet):
         self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_features = self.inplanes
         self.fc = nn.Linear(self.inplanes, num_classes)
-        init_weights(self)
+        init_weights(self, zero_init_residual)
 
     def _make_layer(
         self,
