@@ -187,6 +187,11 @@ def test_prepacked_convolution_falls_back_where_the_packed_kernel_does_not_apply
         torch.testing.assert_close(packed.double()(x64), conv.double()(x64))  # float64: Conv2d path
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert packed.float()(x).dtype == torch.bfloat16
+    # torch.export sees a plain convolution (a portable graph, no oneDNN op)
+    graph = torch.export.export(nn.Sequential(packed.float()).eval(), (x.detach(),)).graph
+    targets = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+    assert any("convolution" in t or "conv2d" in t for t in targets)
+    assert not any("mkldnn" in t for t in targets)
 
 
 def test_fold_bn_by_hand():
