@@ -86,6 +86,12 @@ def conv_bn_pairs(model: nn.Module, example_input: torch.Tensor | None = None) -
     Runs one forward pass in eval mode on ``example_input`` (default: two random images of the
     model's ``in_chans`` x ``min_input_size``) and follows the data flow (see the module docstring).
     """
+    return _trace(model, example_input)[0]
+
+
+def _trace(model: nn.Module, example_input: torch.Tensor | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """The foldable ``(conv_name, bn_name)`` pairs and the names of the convolutions that ran as
+    modules (SE's FC layers run as matrix products), from one forward pass."""
     x = _example_input(model) if example_input is None else example_input
     names = {id(m): n for n, m in model.named_modules()}
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -135,7 +141,7 @@ def conv_bn_pairs(model: nn.Module, example_input: torch.Tensor | None = None) -
         conv, tensor_id = fed_by[id(bn)]
         if calls[id(bn)] == 1 and calls[id(conv)] == 1 and mode.uses[tensor_id] == 0:
             pairs.append((names[id(conv)], names[id(bn)]))
-    return pairs
+    return pairs, [names[id(c)] for c in convs if calls[id(c)]]
 
 
 @torch.no_grad()
@@ -250,24 +256,6 @@ class PrepackedConv2d(nn.Conv2d):
         return state
 
 
-def _called_convs(model: nn.Module, x: torch.Tensor) -> list[nn.Conv2d]:
-    """The Conv2d modules that run as modules in one forward pass (SE's FCs run as matmuls)."""
-    called: list[nn.Conv2d] = []
-
-    def hook(m: nn.Module, inp: Any) -> None:
-        if m not in called:
-            called.append(m)
-
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if type(m) is nn.Conv2d]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return called
-
-
 def _replace(model: nn.Module, target: nn.Module, new: nn.Module) -> None:
     for name, m in list(model.named_modules(remove_duplicate=False)):
         if m is target and name:
@@ -303,9 +291,8 @@ def fuse_for_inference(
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    if example_input is None:
-        example_input = _example_input(model)
-    for conv_name, bn_name in conv_bn_pairs(model, example_input):
+    pairs, ran = _trace(model, example_input)
+    for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         fold_bn(conv, bn)
         _replace(model, bn, nn.Identity())
@@ -315,6 +302,7 @@ def fuse_for_inference(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if prepack:
-        for conv in _called_convs(model, example_input):
-            _replace(model, conv, PrepackedConv2d.from_conv(conv))
+        for conv in map(model.get_submodule, ran):
+            if type(conv) is nn.Conv2d:  # not a subclass, nor already prepacked
+                _replace(model, conv, PrepackedConv2d.from_conv(conv))
     return model
