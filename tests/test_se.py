@@ -103,3 +103,123 @@ def test_config_normalises_stages():
     assert SEConfig(stages=[2, 3]).stages == frozenset({2, 3})
     assert SEConfig(stages=4).stages == frozenset({4})
     assert SEConfig().in_stage(5) and not SEConfig(stages={2}).in_stage(5)
+
+
+def _reference_unit(se: SEBlock, x: torch.Tensor, shortcut: torch.Tensor, gate) -> torch.Tensor:
+    """relu(x * s + shortcut) from the equations, differentiated by autograd (no SEBlock code)."""
+    z = x.mean(dim=(2, 3), keepdim=True)
+    return F.relu(x * _hand(se, z, gate) + shortcut)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    ("options", "gate"),
+    [
+        ({}, torch.sigmoid),
+        ({"reduction": 4, "bias": False}, torch.sigmoid),
+        ({"excitation": "tanh"}, torch.tanh),
+        ({"init": "identity"}, lambda t: 2 * torch.sigmoid(t)),
+    ],
+)
+def test_fused_scale_add_relu_is_the_same_function(options, gate, channels_last):
+    """The fused training path (hand-written backward) against autograd on the equations, float64:
+    output, and gradients of the input, the shortcut and every SE parameter."""
+    se = SEBlock(32, **options).double()
+    if options.get("init") == "identity":  # give the zero fc2 values, or its gradient path is trivial
+        torch.nn.init.normal_(se.fc2.weight, std=0.1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 32, 6, 5, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    sc = torch.randn(3, 32, 6, 5, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(3, 32, 6, 5, dtype=torch.float64)
+    params = list(se.parameters())
+
+    out = se.scale_add_relu(x, sc)
+    assert out.grad_fn is not None and "SEScaleAddReLU" in type(out.grad_fn).__name__
+    assert out.is_contiguous(memory_format=fmt)
+    got = torch.autograd.grad(out, [x, sc, *params], g)
+    ref = _reference_unit(se, x, sc, gate)
+    want = torch.autograd.grad(ref, [x, sc, *params], g)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_path_frozen_se_and_no_grad():
+    """Frozen SE parameters get no gradient (and no error); without autograd the in-place path runs."""
+    se = SEBlock(16, reduction=4)
+    for p in se.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    sc = torch.randn(2, 16, 4, 4)
+    out = se.scale_add_relu(x, sc)
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in se.parameters())
+    with torch.no_grad():
+        y = x.detach().clone()
+        torch.testing.assert_close(se.scale_add_relu(y, sc), _reference_unit(se, x.detach(), sc, torch.sigmoid))
+
+
+@pytest.mark.parametrize(("name", "size"), [("se_resnet20", 32), ("se_resnext50_32x4d", 64)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_network_with_fused_units_same_logits_and_gradients(name, size, channels_last):
+    """A whole SE network trains through the fused units; forcing the generic chain (a forward hook on
+    every SE block) gives the same logits and gradients in float64, and every SE parameter a gradient."""
+    import senet
+
+    def run(generic: bool):
+        torch.manual_seed(0)
+        model = senet.create_model(name, num_classes=10).double().train()
+        if generic:
+            for m in model.modules():
+                if isinstance(m, SEBlock):
+                    m.register_forward_hook(lambda *a: None)
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)
+        logits.square().sum().backward()
+        return logits.detach(), dict(model.named_parameters())
+
+    fused, fused_params = run(False)
+    generic, generic_params = run(True)
+    torch.testing.assert_close(fused, generic, rtol=0, atol=1e-12)
+    for key, p in fused_params.items():
+        torch.testing.assert_close(p.grad, generic_params[key].grad, rtol=1e-9, atol=1e-11, msg=key)
+        if ".se." in key:
+            assert p.grad is not None and p.grad.abs().sum() > 0, key
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "se_resnet20",
+        "se_resnet164",
+        "se_wrn16_8",
+        "se_shake_shake26_2x96d",
+        "se_resnet50",
+        "se_resnext50_32x4d",
+        "se_bn_inception",
+        "se_inception_resnet_v2",
+        "se_mobilenet",
+        "se_shufflenet",
+    ],
+)
+def test_se_network_shares_its_twins_initial_weights(name):
+    """Paired SE-vs-plain runs: for one seed, every tensor the SE network shares with its plain twin
+    starts equal, and the global random stream after building is where the twin leaves it."""
+    import senet
+
+    twin = senet.model_info(name).twin
+    torch.manual_seed(11)
+    se_state = senet.create_model(name).state_dict()
+    after_se = torch.rand(4)
+    torch.manual_seed(11)
+    plain_state = senet.create_model(twin).state_dict()
+    after_plain = torch.rand(4)
+    assert set(plain_state) < set(se_state)
+    for key, value in plain_state.items():
+        assert torch.equal(value, se_state[key]), key
+    assert torch.equal(after_se, after_plain)
+    se_only = [k for k in se_state if k not in plain_state]
+    assert se_only and all(".se" in k or "se_" in k or "se." in k for k in se_only), se_only[:5]

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
@@ -73,15 +74,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_config_fields(p: argparse.ArgumentParser) -> None:
+    """``--recipe``, ``--config`` and one flag per :class:`~senet.train.config.Config` field."""
     from .train.config import Config
 
-    p = sub.add_parser(
-        "train",
-        help="train a model with a recipe (also under torchrun)",
-        allow_abbrev=False,
-        description="Train with a recipe; override any field, e.g. --epochs 5 --lr 0.1 --model resnet20.",
-    )
     p.add_argument("--recipe", default=None, help="recipe name (`senet recipes`) or a YAML path")
     p.add_argument("--config", default=None, help="a config file, e.g. a run's config.yaml to repeat the run")
     fields = p.add_argument_group("config fields (override the recipe)")
@@ -93,13 +89,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         if tp is bool:
             kw.update(nargs="?", const="true", metavar="BOOL")
         fields.add_argument(*flags, help=f"({getattr(tp, '__name__', str(tp))})", **kw)
-    p.set_defaults(func=_cmd_train)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _config_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line, parsed as YAML values (strings kept as given)."""
     import yaml
 
-    from .train import TrainingDiverged, load_config, train
     from .train.config import Config
 
     types = Config.fields()
@@ -107,10 +102,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key, raw in vars(args).items():
         if key.startswith("field_"):
             name = key[len("field_") :]
-            overrides[name] = raw if types[name] is str else yaml.safe_load(raw)
+            overrides[name] = raw if types[name] in (str, list[str]) else yaml.safe_load(raw)
     if not args.recipe and not args.config:
         raise ValueError("give --recipe NAME (see `senet recipes`) or --config FILE")
-    cfg = load_config(args.recipe, args.config, overrides)
+    return overrides
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model with a recipe (also under torchrun)",
+        allow_abbrev=False,
+        description="Train with a recipe; override any field, e.g. --epochs 5 --lr 0.1 --model resnet20.",
+    )
+    _add_config_fields(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainingDiverged, load_config, train
+
+    cfg = load_config(args.recipe, args.config, _config_overrides(args))
     try:
         result = train(cfg)
     except TrainingDiverged as e:
@@ -120,6 +132,59 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(
         f"done: {cfg.model} test top-1 {f['val_top1']:.2f}% top-5 {f['val_top5']:.2f}% "
         f"(best {result.best_top1:.2f}%) in {result.seconds / 60:.1f} min; run folder {result.out}"
+    )
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="paired SE-vs-plain experiment: an SE network and its plain twin over several seeds",
+        allow_abbrev=False,
+        description="Train MODEL and its twin for seeds 0..K-1 into OUT/<model>/seed<k>/ (same data order "
+        "and same initial weights of the shared layers per seed), then print and write OUT/compare.md, "
+        "compare.json and compare.png: per-seed top-1, mean +- std and the paired difference with its 95%% "
+        "t-interval. Re-running skips finished runs and resumes interrupted ones. Any recipe field can be "
+        "overridden as in `senet train`.",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="number of paired seeds, 0..K-1 (default 3)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process with cores/JOBS threads (default 1: in this "
+        "process, one after the other)",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="train nothing: summarise what OUT holds now (finished seeds only enter the statistics)",
+    )
+    _add_config_fields(p)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .train.compare import compare, plan_runs, summary_markdown, write_summary
+
+    overrides = _config_overrides(args)
+    out = overrides.get("out")
+    if not out:
+        raise ValueError("give --out DIR: the experiment's folder (OUT/<model>/seed<k>/ per run)")
+    model = overrides.get("model")
+    if not model:
+        from .train import load_config
+
+        model = load_config(args.recipe, args.config).model
+    runs = plan_runs(args.recipe, model, args.seeds, out, overrides, config=args.config)
+    if args.summary:
+        summary = write_summary(out, runs)
+    else:
+        summary = compare(runs, out, jobs=args.jobs)
+    print(summary_markdown(summary), end="")
+    print(
+        f"written: {out}/compare.md, compare.json"
+        + (", compare.png" if (Path(out) / "compare.png").exists() else "")
     )
     return 0
 
@@ -190,7 +255,7 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_profile]
-COMMANDS += [_add_train, _add_eval, _add_recipes]
+COMMANDS += [_add_train, _add_compare, _add_eval, _add_recipes]
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

@@ -74,9 +74,13 @@ class ZeroPadShortcut(nn.Module):
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = x[:, :, :: self.stride, :: self.stride]
-        pad = x.new_zeros(x.shape[0], self.out_ch - self.in_ch, x.shape[2], x.shape[3])
-        return torch.cat((x, pad), dim=1)
+        out = x.new_zeros(x.shape[0], self.out_ch, x.shape[2], x.shape[3])
+        if cl:  # keep channels-last: a contiguous shortcut would turn every later sum contiguous
+            out = out.contiguous(memory_format=torch.channels_last)
+        out[:, : self.in_ch] = x
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}"

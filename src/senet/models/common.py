@@ -4,6 +4,7 @@ conv-BN-ReLU units."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -46,30 +47,38 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int, name: str) -> Non
 def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
     """He-normal convolutions (fan-out, as in the paper's Caffe models), BN gamma 1 / beta 0.
 
-    Modules that set up their own initial values (e.g. an identity-initialised SE block, marked by
-    a ``ScaledSigmoid`` gate whose ``fc2`` is zero) are left as they are. ``zero_init_residual``
-    then calls ``zero_init_last_bn()`` of every residual unit that has one.
+    SE blocks are initialised last, on their own random stream (:func:`senet.se.se_random_stream`),
+    so the other layers of an SE network get the same weights as its plain twin's for the same seed.
+    Modules that set up their own initial values (an identity-initialised SE block, marked by a
+    ``ScaledSigmoid`` gate whose ``fc2`` is zero) are left as they are. ``zero_init_residual`` then
+    calls ``zero_init_last_bn()`` of every residual unit that has one.
     """
-    from ..se import ScaledSigmoid, SEBlock
+    from ..se import ScaledSigmoid, SEBlock, se_random_stream
 
-    keep: set[int] = set()
-    for m in model.modules():
-        if isinstance(m, SEBlock) and isinstance(m.gate, ScaledSigmoid) and not m.fc2.weight.any():
-            keep.add(id(m.fc2))
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d) and id(m) not in keep:
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    se_blocks = [m for m in model.modules() if isinstance(m, SEBlock)]
+    in_se = {id(m) for b in se_blocks for m in b.modules()}
+    _init_modules(m for m in model.modules() if id(m) not in in_se)
+    with se_random_stream():
+        for b in se_blocks:
+            keep_fc2 = isinstance(b.gate, ScaledSigmoid) and not b.fc2.weight.any()
+            _init_modules(m for m in b.modules() if not (keep_fc2 and m is b.fc2))
     if zero_init_residual:
         units = [m for m in model.modules() if hasattr(m, "zero_init_last_bn")]
         if not units:
             raise ValueError(f"zero_init_residual: {type(model).__name__} has no residual unit to zero")
         for m in units:
             m.zero_init_last_bn()
+
+
+def _init_modules(modules: Iterable[nn.Module]) -> None:
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class ConvBNAct(nn.Sequential):

@@ -68,11 +68,17 @@ class SEResidualUnit(nn.Module):
     def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         return out + shortcut
 
+    # Whether ``merge`` is ``relu(out + shortcut)``: then "standard" SE and the merge run as one
+    # operation (SEBlock.scale_add_relu).
+    merge_is_add_relu = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch, shortcut = self.split(x)
         if self.se_mode == "pre":
             branch = self.se(branch)
         out = self.residual(branch)
+        if self.se_mode == "standard" and self.merge_is_add_relu:
+            return self.se.scale_add_relu(out, shortcut)
         if self.se_mode == "standard":
             out = self.se(out, inplace=True)  # the unit owns its branch output
         elif self.se_mode == "identity":
@@ -87,6 +93,7 @@ class _ResidualBlock(SEResidualUnit):
     """Post-activation ResNet unit: ``relu(residual(x) + shortcut(x))`` (He et al. 2016)."""
 
     last_bn = ""  # the BN that ends the residual branch
+    merge_is_add_relu = True
 
     def zero_init_last_bn(self) -> None:
         """Zero the scale of the branch's last BN: the unit starts as its shortcut (Goyal et al.

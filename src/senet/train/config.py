@@ -79,6 +79,7 @@ class Config:
     final_lr_factor: float = 0.0
     label_smoothing: float = 0.0
     freeze_bn_epochs: int = 0
+    freeze_params: list[str] = field(default_factory=list)
     # runtime
     amp: str = "none"
     channels_last: bool = False
@@ -172,6 +173,10 @@ class Config:
             0 <= self.freeze_bn_epochs < self.epochs,
             f"freeze_bn_epochs={self.freeze_bn_epochs} must be < epochs",
         )
+        need(
+            all(isinstance(p, str) and p for p in self.freeze_params),
+            f"freeze_params={self.freeze_params}: give parameter-name patterns such as '*.se.*'",
+        )
         need(bool(self.model), "model must name a registered model (`senet list`)")
 
     @property
@@ -205,7 +210,8 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
             value = [value]
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split()]
-            value = [yaml.safe_load(v) for v in value]
+            if item is not str:
+                value = [yaml.safe_load(v) for v in value]
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_coerce(name, v, item, source) for v in value]

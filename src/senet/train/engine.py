@@ -11,12 +11,14 @@ continues exactly where an uninterrupted run would be.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import random
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,41 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
+def _freeze(model: nn.Module, patterns: list[str]) -> None:
+    """Stop training the parameters whose names match a shell-style pattern (e.g. ``*.se.*``)."""
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ValueError(
+                f"freeze_params: {pattern!r} matches no parameter of the model (names look like {names[0]!r})"
+            )
+    for name, p in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            p.requires_grad_(False)
+
+
+@contextmanager
+def _run_lock(out: Path, d: Dist) -> Iterator[None]:
+    """Hold ``OUT/.train.lock`` while training: a second process training into the same folder is
+    refused with one line instead of both overwriting each other's checkpoints."""
+    if not d.is_main:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(out / ".train.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(
+                f"{out} is being trained into by another process; wait for it, or choose another --out"
+            ) from None
+        yield
+
+
 def train(cfg: Config) -> RunResult:
     """Train ``cfg.model`` with ``cfg``'s recipe and leave a run folder in ``cfg.out``.
 
@@ -168,6 +205,11 @@ def _train(cfg: Config, d: Dist) -> RunResult:
         raise FileNotFoundError(f"--resume: {out / 'last.pt'} does not exist (train without --resume first)")
     if d.is_main:
         _check_out(out, cfg, d)
+    with _run_lock(out, d):
+        return _train_locked(cfg, d, out, info, t_start)
+
+
+def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) -> RunResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -216,9 +258,10 @@ def _train(cfg: Config, d: Dist) -> RunResult:
     if cfg.sync_bn and d.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     bn_params = _bn_params(model)
+    _freeze(model, cfg.freeze_params)
 
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=cfg.base_lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
