@@ -156,7 +156,9 @@ def test_fused_path_frozen_se_and_no_grad():
     assert x.grad is not None and all(p.grad is None for p in se.parameters())
     with torch.no_grad():
         y = x.detach().clone()
-        torch.testing.assert_close(se.scale_add_relu(y, sc), _reference_unit(se, x.detach(), sc, torch.sigmoid))
+        torch.testing.assert_close(
+            se.scale_add_relu(y, sc), _reference_unit(se, x.detach(), sc, torch.sigmoid)
+        )
 
 
 @pytest.mark.parametrize(("name", "size"), [("se_resnet20", 32), ("se_resnext50_32x4d", 64)])

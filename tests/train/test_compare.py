@@ -89,7 +89,17 @@ def test_trainable_se_differs_from_plain(cifar10_jpeg, tmp_path):
 
 
 def _cli_args(data, out, **extra) -> list[str]:
-    args = ["compare", "--recipe", "cifar10-quick", "--model", "se_resnet20", "--seeds", "1", "--out", str(out)]
+    args = [
+        "compare",
+        "--recipe",
+        "cifar10-quick",
+        "--model",
+        "se_resnet20",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+    ]
     for k, v in _fields(data_dir=str(data), **extra).items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args
