@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 
 from .config import RESUMABLE_CHANGES, Config, load_config
+from .distributed import pick_device
+from .engine import resolve_amp, train
 from .runlog import read_metrics
 
 __all__ = ["RunSpec", "compare", "paired_summary", "plan_runs", "t_quantile_975", "write_summary"]
@@ -98,6 +100,7 @@ def plan_runs(
     out = Path(out).expanduser()
     base = {k: v for k, v in (overrides or {}).items() if k not in ("model", "seed", "out", "resume")}
     se_cfg = load_config(recipe, config, {**base, "model": se_name})
+    device = pick_device()
     plain_fields = _plain_fields(se_cfg, plain_name)
     runs = []
     for seed in range(seeds):
@@ -105,6 +108,7 @@ def plan_runs(
             folder = out / name / f"seed{seed}"
             fields = {**base, **(plain_fields if name == plain_name else {})}
             cfg = load_config(recipe, config, {**fields, "model": name, "seed": seed, "out": str(folder)})
+            cfg = cfg.replace(amp=resolve_amp(cfg.amp, device))  # as the run records it
             runs.append(RunSpec(name, seed, folder, cfg))
     return runs
 
@@ -226,8 +230,6 @@ def compare(
     With ``jobs=1`` the runs train in this process, one after the other; with more, each run is a
     ``senet train`` child process (its output in ``<run>/train.log``) with ``cores // jobs`` threads.
     """
-    from .engine import train
-
     out = Path(out).expanduser()
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: give at least 1")

@@ -21,7 +21,7 @@ import yaml
 
 __all__ = ["Config", "list_recipes", "load_config", "recipe_path"]
 
-AMPS = ("none", "bf16", "fp16")
+AMPS = ("none", "bf16", "fp16", "auto")
 AUGMENTS = ("cifar", "imagenet", "none")
 DATASETS = ("auto", "folder", "cifar10", "cifar100")
 SCHEDULES = ("step", "multistep", "cosine", "onecycle", "constant")

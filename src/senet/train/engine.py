@@ -36,7 +36,10 @@ from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, s
 from .runlog import RunLog
 from .schedule import LRFactor
 
-__all__ = ["RunResult", "TrainingDiverged", "evaluate", "train"]
+__all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_amp", "train"]
+
+
+SYNC_STEPS = 25  # training steps between two reads of the loss by the host
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,6 +77,24 @@ def _check_out(out: Path, cfg: Config, d: Dist) -> None:
 def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     now = cfg.to_dict()
     return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA with bf16 support; a CPU with AVX512-BF16
+    or AMX tiles (detected, not assumed). Elsewhere bf16 is emulated: on an AVX2 CPU a ResNet-56
+    training step in bf16 autocast took 17x the float32 time (docs/performance.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``amp: auto`` -> ``bf16`` where ``device`` computes it natively, else ``none``; others as given."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device) else "none"
 
 
 def _autocast(cfg: Config, device: torch.device) -> Any:
@@ -201,6 +222,8 @@ def _train(cfg: Config, d: Dist) -> RunResult:
         )
     if cfg.nesterov and cfg.momentum == 0:
         raise ValueError("nesterov needs momentum > 0")
+    if cfg.amp == "auto":  # the run's config.yaml records the choice
+        cfg = cfg.replace(amp=resolve_amp(cfg.amp, d.device))
     if cfg.resume and not (out / "last.pt").is_file():
         raise FileNotFoundError(f"--resume: {out / 'last.pt'} does not exist (train without --resume first)")
     if d.is_main:
@@ -283,6 +306,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
 
     start_epoch, best_top1 = 1, -1.0
+    resumed_history: list[dict[str, Any]] | None = None
     if cfg.resume:
         ckpt = load_checkpoint(out / "last.pt", map_location=d.device)
         diff = _config_differences(ckpt.get("config", {}), cfg)
@@ -294,6 +318,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
         start_epoch, best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
+        resumed_history = ckpt.get("history")
 
     net: nn.Module = model
     if d.enabled:
@@ -303,7 +328,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
     if cfg.compile:
         net = torch.compile(net)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    log = RunLog(out, start_epoch, cfg.to_dict()) if d.is_main else None
+    log = RunLog(out, start_epoch, cfg.to_dict(), resumed_history) if d.is_main else None
     if d.is_main:
         print(
             f"senet train: {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on "
@@ -313,7 +338,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             flush=True,
         )
 
-    def state(epoch: int, best: float) -> dict[str, Any]:
+    def state(epoch: int, best: float, history: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "model": unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -329,6 +354,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             "classes": list(data.classes),
             "config": cfg.to_dict(),
             "dataset": info.dataset,
+            "history": history,  # the run's metrics up to this epoch: metrics.jsonl is rebuilt from it
         }
 
     micro = per_rank // cfg.accum_steps
@@ -343,13 +369,17 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 for m in model.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
-            loss_sum = correct = seen = 0.0
+            # Loss and correct counts add up on the device; the host reads them every SYNC_STEPS
+            # steps (divergence check, progress), not every step: no stall per step on a GPU.
+            loss_acc = torch.zeros((), device=d.device)
+            correct_acc = torch.zeros((), device=d.device, dtype=torch.long)
+            window = torch.zeros((), device=d.device)
+            seen, first, first_step = 0, 0, 0
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", show_bar)
             t0 = time.perf_counter()
             for step, (x, y) in enumerate(data.train):
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                step_loss = 0.0
                 for i in range(cfg.accum_steps):
                     xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
                     sync = nullcontext() if (i == cfg.accum_steps - 1 or not d.enabled) else net.no_sync()
@@ -358,18 +388,8 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                             logits = net(xs)
                             loss = criterion(logits.float(), ys)
                         scaler.scale(loss / cfg.accum_steps).backward()
-                    step_loss += float(loss.detach()) / cfg.accum_steps
-                    correct += int((logits.argmax(1) == ys).sum())
-                finite = math.isfinite(step_loss)
-                if d.enabled:
-                    finite = all_reduce_sum([0.0 if finite else 1.0], d)[0] == 0
-                if not finite:
-                    where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
-                    raise TrainingDiverged(
-                        f"loss became {step_loss} at epoch {epoch}, step {step + 1} "
-                        f"(lr {scheduler.get_last_lr()[0]:.3g});"
-                        f" stopped. Last good checkpoint: {where}. Try a lower --lr or more warm-up"
-                    )
+                    window += loss.detach() * len(ys)
+                    correct_acc += (logits.argmax(1) == ys).sum()
                 if frozen_bn:
                     for p in bn_params:
                         p.grad = None
@@ -378,19 +398,34 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 optimizer.zero_grad(set_to_none=True)
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
-                loss_sum += step_loss * len(y)
                 seen += len(y)
+                if (step + 1) % SYNC_STEPS and step + 1 != steps_per_epoch:
+                    continue
+                window_loss = float(window) / (seen - first)
+                finite = math.isfinite(window_loss)
+                if d.enabled:
+                    finite = all_reduce_sum([0.0 if finite else 1.0], d)[0] == 0
+                if not finite:
+                    where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
+                    raise TrainingDiverged(
+                        f"loss became {window_loss} at epoch {epoch}, steps {first_step + 1}-{step + 1} "
+                        f"(lr {lr:.3g}); stopped. Last good checkpoint: {where}."
+                        " Try a lower --lr or more warm-up"
+                    )
+                loss_acc += window
+                window.zero_()
+                first, first_step = seen, step + 1
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(step + 1 - bar.n)
                     bar.set_postfix(
-                        loss=f"{step_loss:.3f}",
+                        loss=f"{window_loss:.3f}",
                         lr=f"{lr:.4f}",
                         ips=f"{seen * d.world / (time.perf_counter() - t0):.0f}",
                     )
             if bar is not None:
                 bar.close()
             train_seconds = time.perf_counter() - t0
-            loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], d)
+            loss_sum, correct, seen = all_reduce_sum([float(loss_acc), int(correct_acc), seen], d)
             broadcast_buffers(model, d)
             t1 = time.perf_counter()
             val = _run_eval(unwrap(net), data.val, cfg if cfg.amp != "none" else None, d, cfg.channels_last)
@@ -422,10 +457,12 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 assert log is not None
                 is_best = val["top1"] > best_top1
                 best_top1 = max(best_top1, val["top1"])
-                ckpt = state(epoch, best_top1)
-                save_checkpoint(ckpt, out / "last.pt")
+                ckpt = state(epoch, best_top1, [*log.history, record])
+                # best.pt, then last.pt, then the log: a kill between any two leaves files that a
+                # resumed run (from last.pt, whose history rebuilds metrics.jsonl) completes exactly.
                 if is_best:
                     save_checkpoint(ckpt, out / "best.pt")
+                save_checkpoint(ckpt, out / "last.pt")
                 log.log_epoch(record)
                 print(
                     f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "

@@ -48,11 +48,20 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
 class RunLog:
     """Writes the run folder's records; on a resumed run, forgets epochs after the checkpoint."""
 
-    def __init__(self, out: Path, start_epoch: int, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        start_epoch: int,
+        config: dict[str, Any],
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """``history``: the records a resumed checkpoint carries (else those of metrics.jsonl)."""
         self.out = out
         (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.metrics_path = out / "metrics.jsonl"
-        self.history = [h for h in read_metrics(self.metrics_path) if h["epoch"] < start_epoch]
+        if history is None:
+            history = read_metrics(self.metrics_path)
+        self.history = [h for h in history if h["epoch"] < start_epoch]
         self.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
         from torch.utils.tensorboard import SummaryWriter
 
