@@ -196,6 +196,9 @@ class SEBlock(nn.Module):
             and not torch.compiler.is_compiling()
         ):
             return _SEScaleAddReLU.apply(x, shortcut, self, *self.parameters())
+        if not torch.is_grad_enabled() and not self._input_observed():
+            # inference: x * s + shortcut written into x (the unit owns it), then ReLU: two passes
+            return torch.addcmul(shortcut, x, self.excite(x), out=x).relu_()
         out = self(x, inplace=True)
         out += shortcut
         return torch.relu_(out)

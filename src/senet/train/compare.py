@@ -33,7 +33,7 @@ import yaml
 from .config import RESUMABLE_CHANGES, Config, load_config
 from .distributed import pick_device
 from .engine import resolve_amp, train
-from .runlog import read_metrics
+from .runlog import read_metrics, save_figure
 
 __all__ = ["RunSpec", "compare", "paired_summary", "plan_runs", "t_quantile_975", "write_summary"]
 
@@ -152,14 +152,34 @@ def _check_same_experiment(run: RunSpec) -> None:
 
 
 def run_state(run: RunSpec) -> tuple[str, int]:
-    """``("done" | "partial" | "new", epochs recorded)`` for a planned run."""
+    """``("done" | "running" | "partial" | "new", epochs recorded)`` for a planned run."""
     history = read_metrics(run.out / "metrics.jsonl")
     epochs = max((h["epoch"] for h in history), default=0)
     if epochs >= run.config.epochs:
         return "done", epochs
+    if _is_training(run.out):
+        return "running", epochs
     if (run.out / "last.pt").is_file():
         return "partial", epochs
     return "new", epochs
+
+
+def _is_training(folder: Path) -> bool:
+    """Whether a process holds the run folder's training lock (see ``engine._run_lock``)."""
+    path = folder / ".train.lock"
+    if not path.is_file():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 @contextmanager
@@ -243,7 +263,7 @@ def compare(
             if state == "done":
                 say(f"{run.model} seed {run.seed}: finished ({epochs} epochs), skipped")
             else:
-                todo.append((run, state == "partial"))
+                todo.append((run, state in ("partial", "running")))
         if jobs == 1:
             for run, resume in todo:
                 say(f"{run.model} seed {run.seed}: {'resuming' if resume else 'training'} -> {run.out}")
@@ -448,8 +468,4 @@ def plot_compare(summary: dict[str, Any], path: str | Path) -> None:
     )
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RunLog", "plot_curves", "read_metrics"]
+__all__ = ["RunLog", "plot_curves", "read_metrics", "save_figure"]
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -38,6 +38,13 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Write a matplotlib figure as PNG atomically (temporary file, rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
