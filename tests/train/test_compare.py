@@ -169,3 +169,20 @@ def test_second_command_on_the_same_out_is_refused(tmp_path):
 def test_freeze_params_pattern_must_match(cifar10_jpeg, tmp_path, cli, tiny):
     r = cli(tiny(freeze_params="*.nothing.*"))
     assert r.returncode == 2 and "matches no parameter" in r.stderr
+
+
+def test_run_state_sees_a_run_in_progress(tmp_path):
+    """A run folder whose training lock is held reads as running; released, as new/partial."""
+    from senet.train.compare import run_state
+    from senet.train.distributed import Dist
+    from senet.train.engine import _run_lock
+
+    (run,) = [r for r in plan_runs("cifar10-quick", "se_resnet20", 1, tmp_path) if r.model == "resnet20"]
+    run.out.mkdir(parents=True)
+    assert run_state(run) == ("new", 0)
+    with _run_lock(run.out, Dist(device=torch.device("cpu"))):
+        assert run_state(run) == ("running", 0)
+        with pytest.raises(ValueError, match="being trained into by another process"):
+            with _run_lock(run.out, Dist(device=torch.device("cpu"))):
+                pass
+    assert run_state(run) == ("new", 0)
