@@ -25,6 +25,6 @@ CODE="$OUT/.code"
 rm -rf "$CODE" && mkdir -p "$CODE" && cp -r src "$CODE/"
 PYTHONPATH="$CODE/src" OMP_NUM_THREADS=1 nohup nice -n 19 python -m senet compare \
     --recipe cifar10-quick --model se_resnet56 --seeds "$SEEDS" \
-    --epochs 6 --warmup-epochs 1.2 --channels-last --threads 1 --jobs 2 \
+    --epochs 6 --warmup-epochs 1.2 --channels-last --amp none --threads 1 --jobs 2 \
     --data-dir "$DATA" --out "$OUT" >> "$OUT/compare.log" 2>&1 &
 echo "study started in the background (pid $!): $OUT, log $OUT/compare.log"
