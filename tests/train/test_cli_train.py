@@ -147,3 +147,11 @@ def test_streamed_imagefolder_path_with_cutout(capsys, tiny, tmp_path):
     )
     assert "done: resnet20" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["in_memory"] is False
+
+
+def test_progress_lines_without_a_terminal(tiny, cli):
+    """With stdout/stderr not a terminal, an epoch still reports progress every few dozen steps."""
+    r = cli(tiny(epochs=1, train_subset=100, warmup_epochs=0))  # 1000 images, batch 20: 50 steps
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if "step 25/50" in line]
+    assert len(lines) == 1 and "loss" in lines[0] and "img/s" in lines[0], r.stdout

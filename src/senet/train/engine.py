@@ -360,6 +360,9 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
     micro = per_rank // cfg.accum_steps
     final: dict[str, Any] = {}
     show_bar = d.is_main and sys.stderr.isatty()
+    # Without a terminal (nohup, a job scheduler, `> log 2>&1`): a progress line ~10 times an epoch.
+    log_every = SYNC_STEPS * max(1, round(steps_per_epoch / (10 * SYNC_STEPS)))
+    log_lines = d.is_main and not show_bar
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             data.train.set_epoch(epoch)
@@ -415,6 +418,13 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 loss_acc += window
                 window.zero_()
                 first, first_step = seen, step + 1
+                if log_lines and (step + 1) % log_every == 0 and step + 1 != steps_per_epoch:
+                    print(
+                        f"  epoch {epoch}/{cfg.epochs} step {step + 1}/{steps_per_epoch}"
+                        f"  loss {window_loss:.4f}  lr {lr:.4g}"
+                        f"  {seen * d.world / (time.perf_counter() - t0):.0f} img/s",
+                        flush=True,
+                    )
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
                     bar.set_postfix(
