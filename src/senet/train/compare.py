@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import yaml
 from .config import RESUMABLE_CHANGES, Config, load_config
 from .distributed import pick_device
 from .engine import resolve_amp, train
+from .locks import exclusive, is_locked
 from .runlog import read_metrics, save_figure
 
 __all__ = ["RunSpec", "compare", "paired_summary", "plan_runs", "t_quantile_975", "write_summary"]
@@ -157,57 +159,20 @@ def run_state(run: RunSpec) -> tuple[str, int]:
     epochs = max((h["epoch"] for h in history), default=0)
     if epochs >= run.config.epochs:
         return "done", epochs
-    if _is_training(run.out):
+    if is_locked(run.out / ".train.lock"):  # held by the engine while a process trains there
         return "running", epochs
     if (run.out / "last.pt").is_file():
         return "partial", epochs
     return "new", epochs
 
 
-def _is_training(folder: Path) -> bool:
-    """Whether a process holds the run folder's training lock (see ``engine._run_lock``)."""
-    path = folder / ".train.lock"
-    if not path.is_file():
-        return False
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        return False
-    with open(path) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
-
-
 @contextmanager
 def _experiment_lock(out: Path) -> Iterator[None]:
     """Hold ``OUT/.compare.lock``; a second command on the same OUT is refused, not interleaved."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / ".compare.lock"
-    f = open(path, "a+")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # not POSIX: no lock
-            pass
-        except OSError:
-            f.seek(0)
-            who = f.read().strip() or "another process"
-            raise ValueError(
-                f"{out} is in use by another `senet compare` ({who}); wait for it or choose another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
+    busy = f"{out} is in use by another `senet compare` ({{holder}}); wait for it or choose another --out"
+    with exclusive(out / ".compare.lock", busy):
         yield
-    finally:
-        f.close()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -299,8 +264,6 @@ def _run_parallel(todo: list[tuple[RunSpec, bool]], jobs: int, say: Any) -> None
 
 
 def _wait_any(running: list[tuple[RunSpec, subprocess.Popen]]) -> int:
-    import time
-
     while True:
         for i, (_, proc) in enumerate(running):
             if proc.poll() is not None:

@@ -33,6 +33,7 @@ from ..weights import checkpoint_metadata, load_model
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
 from .config import RESUMABLE_CHANGES, Config
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
+from .locks import exclusive
 from .runlog import RunLog
 from .schedule import LRFactor
 
@@ -173,18 +174,8 @@ def _run_lock(out: Path, d: Dist) -> Iterator[None]:
     if not d.is_main:
         yield
         return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with open(out / ".train.lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ValueError(
-                f"{out} is being trained into by another process; wait for it, or choose another --out"
-            ) from None
+    busy = f"{out} is being trained into by another process; wait for it, or choose another --out"
+    with exclusive(out / ".train.lock", busy):
         yield
 
 
