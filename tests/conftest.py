@@ -63,3 +63,30 @@ def _measure_bn(
 def measure_bn() -> Callable[..., nn.Module]:
     """``measure_bn(model, size=64, *, batch=8, affine=True)``: see :func:`_measure_bn`."""
     return _measure_bn
+
+
+@pytest.fixture(scope="session")
+def cifar10_subset(cifar10_jpeg, tmp_path_factory) -> Path:
+    """An ImageFolder tree over the real CIFAR-10 copy: all of train/ (a link) and the first 10 test
+    images of each class in test/ (100 images), for evaluation and prediction tests."""
+    root = tmp_path_factory.mktemp("cifar10-subset")
+    (root / "train").symlink_to(cifar10_jpeg / "train")
+    for cls in sorted(p for p in (cifar10_jpeg / "test").iterdir() if p.is_dir()):
+        (root / "test" / cls.name).mkdir(parents=True)
+        for f in sorted(cls.iterdir())[:10]:
+            (root / "test" / cls.name / f.name).symlink_to(f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_cifar(cifar10_jpeg, tmp_path_factory) -> Path:
+    """last.pt of a short real run (SE-ResNet-20, 30 images per class, 3 epochs: ~25% top-1, so that
+    its predictions vary from image to image)."""
+    from senet.train import load_config, train
+
+    out = tmp_path_factory.mktemp("trained-cifar") / "run"
+    fields = dict(model="se_resnet20", train_subset=30, val_subset=10, batch_size=30, epochs=3, lr=0.05)
+    fields.update(warmup_epochs=0.5, threads=1, cache_dir="", seed=7)
+    fields.update(data_dir=str(cifar10_jpeg), out=str(out))
+    train(load_config("cifar10-quick", overrides=fields))
+    return out / "last.pt"

@@ -3,6 +3,7 @@
 from .analysis.profile import Profile, profile
 from .inference import fuse_for_inference
 from .models import create_model, list_models, model_info, register_model
+from .predict import Prediction, predict
 from .preprocessing import Preprocessing, preprocessing
 from .se import SEBlock, SEConfig
 from .surgery import insert_se
@@ -11,6 +12,7 @@ from .weights import WeightsMismatchError, load_weights, save_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "Prediction",
     "Preprocessing",
     "Profile",
     "SEBlock",
@@ -22,6 +24,7 @@ __all__ = [
     "list_models",
     "load_weights",
     "model_info",
+    "predict",
     "preprocessing",
     "profile",
     "register_model",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -74,13 +75,20 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_config_fields(p: argparse.ArgumentParser) -> None:
-    """``--recipe``, ``--config`` and one flag per :class:`~senet.train.config.Config` field."""
+def _add_config_fields(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """``--recipe``, ``--config`` and one flag per :class:`~senet.train.config.Config` field, each with
+    its meaning (from the field's definition) and default (the recipe's when ``defaults`` holds it)."""
     from .train.config import Config
 
     p.add_argument("--recipe", default=None, help="recipe name (`senet recipes`) or a YAML path")
     p.add_argument("--config", default=None, help="a config file, e.g. a run's config.yaml to repeat the run")
-    fields = p.add_argument_group("config fields (override the recipe)")
+    source = (defaults or {}).pop("recipe", "") or "config"
+    fields = p.add_argument_group(
+        "config fields (override the recipe)"
+        + (f"; defaults shown are {source}'s" if defaults else "; give --recipe NAME to see its defaults")
+    )
+    values = defaults or Config().to_dict()
+    meanings = Config.meanings()
     for name, tp in Config.fields().items():
         if name == "recipe":
             continue
@@ -88,7 +96,31 @@ def _add_config_fields(p: argparse.ArgumentParser) -> None:
         kw: dict = {"dest": f"field_{name}", "default": argparse.SUPPRESS, "metavar": name.upper()}
         if tp is bool:
             kw.update(nargs="?", const="true", metavar="BOOL")
-        fields.add_argument(*flags, help=f"({getattr(tp, '__name__', str(tp))})", **kw)
+        elif typing.get_origin(tp) is list:
+            kw.update(nargs="+")  # --mean 0.5 0.5 0.5 (or one "0.5,0.5,0.5")
+        value = values.get(name)
+        shown = "''" if value == "" else value
+        help_text = f"{meanings[name]} [default: {shown}]".replace("%", "%%")
+        fields.add_argument(*flags, help=help_text, **kw)
+
+
+def _recipe_defaults(argv: Sequence[str]) -> dict | None:
+    """The resolved fields of the ``--recipe`` / ``--config`` named in ``argv`` (for ``--help``), if any."""
+    from .train import load_config
+
+    given: dict[str, str] = {}
+    for i, a in enumerate(argv):
+        for flag in ("--recipe", "--config"):
+            if a == flag and i + 1 < len(argv):
+                given[flag[2:]] = argv[i + 1]
+            elif a.startswith(flag + "="):
+                given[flag[2:]] = a.split("=", 1)[1]
+    if not given:
+        return None
+    try:
+        return load_config(given.get("recipe"), given.get("config")).to_dict()
+    except (ValueError, OSError):
+        return None  # the command itself reports the bad recipe
 
 
 def _config_overrides(args: argparse.Namespace) -> dict:
@@ -102,6 +134,8 @@ def _config_overrides(args: argparse.Namespace) -> dict:
     for key, raw in vars(args).items():
         if key.startswith("field_"):
             name = key[len("field_") :]
+            if isinstance(raw, list):
+                raw = " ".join(raw)
             overrides[name] = raw if types[name] in (str, list[str]) else yaml.safe_load(raw)
     if not args.recipe and not args.config:
         raise ValueError("give --recipe NAME (see `senet recipes`) or --config FILE")
@@ -115,7 +149,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
         description="Train with a recipe; override any field, e.g. --epochs 5 --lr 0.1 --model resnet20.",
     )
-    _add_config_fields(p)
+    _add_config_fields(p, getattr(sub, "recipe_defaults", None))
     p.set_defaults(func=_cmd_train)
 
 
@@ -160,7 +194,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train nothing: summarise what OUT holds now (finished seeds only enter the statistics)",
     )
-    _add_config_fields(p)
+    _add_config_fields(p, getattr(sub, "recipe_defaults", None))
     p.set_defaults(func=_cmd_compare)
 
 
@@ -189,20 +223,51 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_weights_source(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint PATH`` | ``--model NAME [--weights PATH]``: the network of a command."""
+    p.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="weights",
+        default=None,
+        metavar="PATH|URL",
+        help="weights: a `senet train` checkpoint, a file of save_weights / `senet convert`, or "
+        "Cadene / timm / torchvision weights (these need --model)",
+    )
+    p.add_argument(
+        "--model", default=None, help="network name (`senet list`), for weights that do not record theirs"
+    )
+
+
+def _add_preprocessing_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--crop", type=int, default=None, help="centre crop side in pixels (default: the weights' own)"
+    )
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=0,
+        help="short side in pixels before the crop (default: the weights' crop fraction, 256 for 224)",
+    )
+    p.add_argument("--mean", type=float, nargs=3, default=None, help="R G B mean (default: the weights' own)")
+    p.add_argument("--std", type=float, nargs=3, default=None, help="R G B std (default: the weights' own)")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="top-1 / top-5 accuracy of a checkpoint on a data set")
-    p.add_argument("--checkpoint", required=True, help="a `senet train` checkpoint (last.pt / best.pt)")
+    p = sub.add_parser(
+        "eval",
+        help="top-1 / top-5 accuracy of any weights on a labelled image folder",
+        description="Evaluate a `senet train` checkpoint on the pipeline of its run, or any weights "
+        "load_weights reads (ours, Cadene, timm, torchvision, converted Caffe: --model NAME --weights PATH) "
+        "with the preprocessing they carry, each part replaceable by --crop/--resize/--mean/--std.",
+    )
+    _add_weights_source(p)
     p.add_argument(
         "--data-dir", required=True, help="ImageFolder tree with val/ or test/, or torchvision CIFAR"
     )
-    p.add_argument(
-        "--crop", type=int, default=None, help="evaluation crop, e.g. 224 or 320 (default: the recipe's)"
-    )
-    p.add_argument(
-        "--resize", type=int, default=0, help="short side before the crop (default: crop * 256 / 224)"
-    )
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--workers", type=int, default=2)
+    _add_preprocessing_flags(p)
+    p.add_argument("--batch-size", type=int, default=250, help="images per forward pass (default 250)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default 2)")
     p.add_argument(
         "--flip",
         action="store_true",
@@ -215,22 +280,91 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train import evaluate
 
+    if not args.weights:
+        raise ValueError("give the weights: --checkpoint PATH (or --model NAME --weights PATH)")
     r = evaluate(
-        args.checkpoint,
+        args.weights,
         args.data_dir,
+        model=args.model,
         crop=args.crop,
         resize=args.resize,
+        mean=args.mean,
+        std=args.std,
         batch_size=args.batch_size,
         workers=args.workers,
         flip=args.flip,
         json_path=args.json,
     )
+    if "preprocessing" in r:
+        pr = r["preprocessing"]
+        size = pr["input_size"][-1]
+        print(
+            f"preprocessing: resize {round(size / pr['crop_fraction'])}, crop {size}, {pr['order']} "
+            f"x{pr['value_range']:g}, mean {pr['mean']}, std {pr['std']}"
+            + (f"; layout {r['layout']}" if r.get("layout") else "")
+        )
     print(
         f"{r['model']} on {r['images']} images (crop {r['crop']}{', flip averaged' if r['flip'] else ''}): "
         f"top-1 {r['top1']:.2f}% (error {r['top1_err']:.2f}%)"
         f"  top-5 {r['top5']:.2f}% (error {r['top5_err']:.2f}%)  -> {r['json']}"
     )
     return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="top-k classes of images with a trained network",
+        description="Classify image files (or every image in a folder, or a glob's matches) with the "
+        "preprocessing and class names carried by the weights. An unreadable file is reported on its own "
+        "line and skipped; the exit status is 1 when any file failed.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="image files, folders or patterns")
+    _add_weights_source(p)
+    _add_preprocessing_flags(p)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import expand_images, predict
+    from .train.distributed import pick_device
+
+    if args.weights:
+        from .weights import load_model
+
+        model = load_model(args.weights, args.model)
+    elif args.model:
+        from .models import create_model
+
+        model = create_model(args.model)
+        print(f"senet predict: no --weights: {args.model} is randomly initialised", file=sys.stderr)
+    else:
+        raise ValueError("give the network: --checkpoint PATH, or --model NAME [--weights PATH]")
+    model.preprocessing = model.preprocessing.adjusted(
+        crop=args.crop, resize=args.resize, mean=args.mean, std=args.std
+    )
+    files = expand_images(args.images)
+    if not files:
+        raise ValueError(f"no images found in {' '.join(args.images)}")
+    results = predict(
+        model, files, topk=args.topk, batch_size=args.batch_size, device=args.device or pick_device()
+    )
+    failed = [r for r in results if r.error]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    for r in results:
+        if r.error:
+            print(f"senet predict: skipped {r.source}: {r.error}", file=sys.stderr)
+        elif not args.json:
+            tops = "  ".join(f"{lab} {p:.3f}" for lab, p in zip(r.labels, r.probs, strict=True))
+            print(f"{r.source}\t{tops}")
+    if failed:
+        print(f"senet predict: {len(failed)} of {len(results)} images could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _add_recipes(sub: argparse._SubParsersAction) -> None:
@@ -255,7 +389,7 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_profile]
-COMMANDS += [_add_train, _add_compare, _add_eval, _add_recipes]
+COMMANDS += [_add_train, _add_compare, _add_eval, _add_predict, _add_recipes]
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -392,9 +526,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 COMMANDS.append(_add_export)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``senet`` parser; with ``argv`` naming a recipe (``--help`` of train/compare) its defaults."""
     parser = argparse.ArgumentParser(prog="senet", description="Squeeze-and-Excitation Networks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wants_help = argv is not None and any(a in ("-h", "--help") for a in argv)
+    sub.recipe_defaults = _recipe_defaults(argv) if wants_help else None  # type: ignore[attr-defined]
     for add in COMMANDS:
         add(sub)
     return parser
@@ -402,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``senet`` console command (also ``python -m senet``)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -9,7 +9,8 @@ evaluation transform of a model (resize the short side to ``size / crop_fraction
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -65,6 +66,25 @@ class Preprocessing:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
+    def adjusted(
+        self,
+        *,
+        crop: int | None = None,
+        resize: int = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> Preprocessing:
+        """A copy with some parts replaced (``senet eval`` / ``predict`` flags). ``crop`` alone keeps
+        the crop fraction (so the resize follows, 256 for 224 at 0.875); ``resize`` sets it."""
+        prep = self
+        if crop:
+            prep = replace(prep, input_size=(*prep.input_size[:-2], crop, crop))
+        if resize:
+            prep = replace(prep, crop_fraction=min(1.0, prep.input_size[-1] / resize))
+        if mean is not None or std is not None:
+            prep = replace(prep, mean=tuple(mean or prep.mean), std=tuple(std or prep.std))
+        return prep
+
     @property
     def resize_size(self) -> int:
         """Short side before the centre crop (256 for a 224 crop at 0.875)."""
@@ -74,14 +94,14 @@ class Preprocessing:
         """The evaluation transform (PIL image or uint8 tensor in, normalised float tensor out)."""
         from torchvision.transforms import InterpolationMode, v2
 
-        steps: list[nn.Module] = [v2.ToImage()]
-        if self.crop_fraction < 1 or self.resize_size != self.input_size[-1]:
-            steps.append(
-                v2.Resize(
-                    self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True
-                )
-            )
-        steps += [v2.CenterCrop(self.input_size[1:]), v2.ToDtype(torch.float32, scale=True)]
+        # The short side is always resized (a no-op for images of that size already, such as CIFAR's
+        # 32x32 at crop_fraction 1): a photo of any size gets the framing the weights were trained on.
+        steps: list[nn.Module] = [
+            v2.ToImage(),
+            v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True),
+            v2.CenterCrop(self.input_size[1:]),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
         if self.order == "BGR":
             steps.append(_FlipChannels())
         if self.value_range != 1.0:

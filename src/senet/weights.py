@@ -304,6 +304,11 @@ def load_weights(
         )
     if isinstance(meta.get("preprocessing"), Mapping):
         model.preprocessing = Preprocessing.from_dict(dict(meta["preprocessing"]))
+    classes = meta.get("classes")
+    fc = getattr(model, "fc", None)
+    if not skipped and isinstance(classes, (list, tuple)) and isinstance(fc, nn.Linear):
+        if len(classes) == fc.out_features:
+            model.class_names = [str(c) for c in classes]
     return LoadReport(layout, len(mapped), meta)
 
 
@@ -333,6 +338,8 @@ def checkpoint_metadata(model: nn.Module) -> dict[str, Any]:
             meta[key] = getattr(model, attr)
     if isinstance(getattr(model, "preprocessing", None), Preprocessing):
         meta["preprocessing"] = model.preprocessing.as_dict()
+    if getattr(model, "class_names", None):
+        meta["classes"] = list(model.class_names)
     return meta
 
 
@@ -342,16 +349,39 @@ def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     return atomic_save({"model": model.state_dict(), **checkpoint_metadata(model), **extra}, path)
 
 
-def load_model(source: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Module:
-    """Rebuild the network a checkpoint was saved from (``senet train``, :func:`save_weights`,
-    ``senet convert``) and load its weights; ``overrides`` go to ``create_model``."""
+def load_model(
+    source: str | Path | Mapping[str, Any], name: str | None = None, **overrides: Any
+) -> nn.Module:
+    """The network of a set of weights, with the weights loaded (every command builds models here).
+
+    Checkpoints of ``senet train``, :func:`save_weights` and ``senet convert`` record their
+    architecture, so ``name`` may be omitted. Weights of other implementations (Cadene, timm,
+    torchvision, a converted Caffe model) need the registered ``name``; the network is then built in
+    the computation layout the weights imply (``release`` for Cadene keys, ``torchvision`` for timm
+    and torchvision keys) unless ``layout=`` is given. ``overrides`` go to ``create_model``.
+    """
     from .models import create_model
 
     sd, meta = read_checkpoint(source)
-    if not meta.get("arch"):
+    arch = meta.get("arch")
+    if name is None and not arch:
         raise ValueError(
-            "the checkpoint does not record its architecture (no 'arch' entry): build the model with "
-            "senet.create_model(name, weights=...) instead"
+            "the checkpoint does not record its architecture (no 'arch' entry): name the network, "
+            "e.g. load_model(path, 'se_resnet50') or `--model se_resnet50 --weights PATH`"
         )
-    kwargs = {**(meta.get("create_kwargs") or {}), **overrides}
-    return create_model(meta["arch"], weights={"model": sd, **meta}, **kwargs)
+    if name is not None and arch and name != arch:
+        raise ValueError(f"the checkpoint holds a {arch}, not a {name}: drop the model name or fix it")
+    checkpoint = {"model": sd, **meta}
+    if arch:
+        return create_model(arch, weights=checkpoint, **{**(meta.get("create_kwargs") or {}), **overrides})
+    assert name is not None
+    if "num_classes" not in overrides:  # the classifier's width, whatever the layout calls it
+        heads = [v for k, v in sd.items() if re.search(r"(^|\.)(fc|last_linear|classif)\.weight$", k)]
+        if len(heads) == 1 and heads[0].dim() == 2:
+            overrides = {**overrides, "num_classes": heads[0].shape[0]}
+    if "layout" not in overrides and not meta.get("layout"):
+        probe = create_model(name, **overrides)
+        implied = IMPLIED_LAYOUT.get(detect_layout(sd, probe))
+        if implied and getattr(probe, "layout", implied) != implied:
+            overrides = {**overrides, "layout": implied}
+    return create_model(name, weights=checkpoint, **overrides)

@@ -48,6 +48,41 @@ def test_setup_errors_are_one_line(capsys, tmp_path, change, message):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(["train", *argv, "--help"])
+    assert e.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_help_gives_each_field_its_meaning_and_the_recipes_default(capsys):
+    from senet.train import Config
+
+    plain = _help(capsys)
+    assert re.search(
+        r"--lr LR peak learning rate \(per lr_base_batch images when that is set\) \[default: 0\.1\]", plain
+    )
+    assert "give --recipe NAME to see its defaults" in plain
+    quick = _help(capsys, "--recipe", "cifar10-quick")
+    assert "defaults shown are cifar10-quick's" in quick
+    assert re.search(r"--lr LR peak learning rate [^\[]*\[default: 0\.2\]", quick)  # the recipe's lr
+    assert re.search(r"--schedule SCHEDULE lr schedule: [^\[]*\[default: onecycle\]", quick)
+    for name, meaning in Config.meanings().items():  # one source: a field without a meaning fails here
+        assert meaning, f"Config.{name} has no meaning"
+        if name != "recipe":
+            assert f"--{name.replace('_', '-')}" in plain and meaning.split(" (")[0][:30] in plain
+
+
+def test_list_fields_take_several_values(capsys, tmp_path):
+    from senet.cli import _config_overrides, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--recipe", "x", "--mean", "0.5", "0.4", "0.3", "--milestones", "3,4"]
+    )
+    cfg = senet.train.load_config("cifar10-quick", overrides=_config_overrides(args))
+    assert cfg.mean == [0.5, 0.4, 0.3] and cfg.milestones == [3, 4]
+
+
 def test_unknown_field_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--recipe", "cifar10-quick", "--epoch", "3"])
@@ -155,3 +190,10 @@ def test_progress_lines_without_a_terminal(tiny, cli):
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if "step 25/50" in line]
     assert len(lines) == 1 and "loss" in lines[0] and "img/s" in lines[0], r.stdout
+
+
+def test_log_interval_sets_the_progress_step(tiny, cli):
+    r = cli(tiny(epochs=1, train_subset=10, warmup_epochs=0, log_interval=2))  # 100 images: 5 steps
+    assert r.returncode == 0, r.stderr
+    steps = re.findall(r"epoch 1/1 step (\d+)/5 ", r.stdout)
+    assert steps == ["2", "4"], r.stdout

@@ -107,7 +107,7 @@ def test_schedules_match_torch_schedulers():
     assert one(0) == pytest.approx(0.1) and one(10) == pytest.approx(0.55) and one(20) == pytest.approx(1.0)
     assert one(60) == pytest.approx(0.5) and one(100) == pytest.approx(0.0)
     const = LRFactor(
-        "multistep", 4, 10, milestones=[2], warmup="constant", warmup_epochs=1, warmup_factor=0.1
+        "multistep", 5, 10, milestones=[2], warmup="constant", warmup_epochs=1, warmup_factor=0.1
     )
     assert [const(s) for s in (0, 9, 10, 19, 20)] == pytest.approx([0.1, 0.1, 1.0, 1.0, 0.1])
     assert not math.isnan(LRFactor("cosine", 1, 1)(1))

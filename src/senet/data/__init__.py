@@ -28,6 +28,7 @@ __all__ = [
     "draw_augment",
     "epoch_generator",
     "eval_resize_for",
+    "folder_dataset",
     "folder_transforms",
     "load_array_split",
     "normalize",
@@ -66,7 +67,7 @@ def detect_dataset(data_dir: Path, dataset: str) -> str:
     )
 
 
-def _folder_dataset(split_dir: Path, per_class: int, transform: torch.nn.Module) -> torch.utils.data.Dataset:
+def folder_dataset(split_dir: Path, per_class: int, transform: torch.nn.Module) -> torch.utils.data.Dataset:
     from torchvision.datasets import ImageFolder
 
     ds = ImageFolder(str(split_dir), transform=transform)
@@ -144,7 +145,7 @@ def build_data(
             )
         return Data(trn, val, arrays[False].classes)
     tf = dict(image_size=image_size, eval_crop=eval_crop, eval_resize=eval_resize, mean=mean, std=std)
-    val_ds = _folder_dataset(
+    val_ds = folder_dataset(
         find_split(root, False),
         val_subset,
         folder_transforms(augment, train=False, **tf, scale_min=scale_min),
@@ -155,6 +156,6 @@ def build_data(
     if train:
         tf_train = folder_transforms(augment, train=True, **tf, scale_min=scale_min, cutout=cutout)
         trn = FolderLoader(
-            _folder_dataset(find_split(root, True), train_subset, tf_train), batch_size, train=True, **common
+            folder_dataset(find_split(root, True), train_subset, tf_train), batch_size, train=True, **common
         )
     return Data(trn, val, list(val_ds.classes))

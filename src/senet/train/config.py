@@ -8,6 +8,7 @@ one-line ``ValueError`` before any data is read or any model is built.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -29,66 +30,78 @@ WARMUPS = ("linear", "constant")
 
 # Fields a resumed run may change (everything else must match the checkpoint's config).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "resume", "out", "data_dir", "workers", "threads", "cache_dir", "description"}
+    {"epochs", "resume", "out", "data_dir", "workers", "threads", "cache_dir", "description", "log_interval"}
 )
+
+
+def _opt(default: Any, meaning: str) -> Any:
+    """A :class:`Config` field and its one-line meaning (with the unit), shown by ``--help``."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": meaning})
+    return field(default=default, metadata={"help": meaning})
 
 
 @dataclass
 class Config:
     """Every setting of a training run; the recipe files set a subset of these fields."""
 
-    recipe: str = ""
-    description: str = ""
+    recipe: str = _opt("", "name of the recipe the run started from (set by --recipe)")
+    description: str = _opt("", "one line saying what the run is for")
     # model
-    model: str = "se_resnet20"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str = _opt("se_resnet20", "registered network name (`senet list`)")
+    model_kwargs: dict[str, Any] = _opt({}, "create_model keywords, e.g. '{reduction: 8}' (YAML mapping)")
+    weights: str = _opt(
+        "", "start from these weights (path or URL, any layout load_weights reads): fine-tuning"
+    )
     # data
-    data_dir: str = ""
-    dataset: str = "auto"
-    download: bool = False
-    augment: str = "cifar"
-    image_size: int = 32
-    eval_crop: int = 32
-    eval_resize: int = 0
-    scale_min: float = 0.08
-    cutout: int = 0
-    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
-    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
-    in_memory: bool = True
-    cache_dir: str = "~/.cache/senet"
-    train_subset: int = 0
-    val_subset: int = 0
-    workers: int = 2
+    data_dir: str = _opt("", "data folder: an ImageFolder tree (train/, val/ or test/) or torchvision CIFAR")
+    dataset: str = _opt("auto", f"data set kind: {', '.join(DATASETS)} (auto: from the folder)")
+    download: bool = _opt(False, "download torchvision CIFAR into data_dir when absent")
+    augment: str = _opt("cifar", f"training augmentation: {', '.join(AUGMENTS)}")
+    image_size: int = _opt(32, "training crop side, pixels")
+    eval_crop: int = _opt(32, "evaluation centre-crop side, pixels")
+    eval_resize: int = _opt(0, "evaluation short side before the crop, pixels (0: crop * 256/224)")
+    scale_min: float = _opt(0.08, "smallest area fraction of the random-size crop (augment: imagenet)")
+    cutout: int = _opt(0, "Cutout square side, pixels (0: off)")
+    mean: list[float] = _opt([0.4914, 0.4822, 0.4465], "per-channel R G B mean of [0, 1] pixels")
+    std: list[float] = _opt([0.2470, 0.2435, 0.2616], "per-channel R G B std of [0, 1] pixels")
+    in_memory: bool = _opt(True, "decode every image once into memory (small images of one size)")
+    cache_dir: str = _opt("~/.cache/senet", "where decoded in-memory data sets are cached ('' : no cache)")
+    train_subset: int = _opt(0, "training images per class (0: all)")
+    val_subset: int = _opt(0, "evaluation images per class (0: all)")
+    workers: int = _opt(2, "image-decoding worker processes for streamed data")
     # optimisation
-    epochs: int = 15
-    batch_size: int = 128
-    accum_steps: int = 1
-    eval_batch_size: int = 500
-    lr: float = 0.1
-    lr_base_batch: int = 0
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    step_size: int = 30
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup: str = "linear"
-    warmup_factor: float = 0.1
-    final_lr_factor: float = 0.0
-    label_smoothing: float = 0.0
-    freeze_bn_epochs: int = 0
-    freeze_params: list[str] = field(default_factory=list)
+    epochs: int = _opt(15, "training epochs (may grow on --resume)")
+    batch_size: int = _opt(128, "images per optimiser step, over all processes")
+    accum_steps: int = _opt(1, "micro-batches a step's batch is split into (gradient accumulation)")
+    eval_batch_size: int = _opt(500, "images per evaluation forward pass")
+    lr: float = _opt(0.1, "peak learning rate (per lr_base_batch images when that is set)")
+    lr_base_batch: int = _opt(0, "batch size lr is given for: lr scales linearly with batch_size (0: off)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(1e-4, "L2 weight decay")
+    schedule: str = _opt("step", f"lr schedule: {', '.join(SCHEDULES)}")
+    step_size: int = _opt(30, "epochs between two lr decays (schedule: step)")
+    milestones: list[int] = _opt([], "epochs at which lr decays (schedule: multistep)")
+    gamma: float = _opt(0.1, "lr decay factor (step / multistep)")
+    warmup_epochs: float = _opt(0.0, "warm-up length, epochs (at most a fifth of the run is used)")
+    warmup: str = _opt("linear", f"warm-up shape: {', '.join(WARMUPS)}")
+    warmup_factor: float = _opt(0.1, "lr factor at the start of the warm-up (constant: throughout)")
+    final_lr_factor: float = _opt(0.0, "lr factor at the end of a cosine / onecycle schedule")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    freeze_bn_epochs: int = _opt(0, "last epochs with BN statistics and parameters frozen")
+    freeze_params: list[str] = _opt([], "parameter-name patterns never trained, e.g. '*.se.*'")
+    freeze_backbone_epochs: int = _opt(0, "first epochs training the classifier only (fine-tuning)")
     # runtime
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = False
-    seed: int = 0
-    threads: int = 0
-    out: str = ""
-    resume: bool = False
+    amp: str = _opt("none", f"mixed precision: {', '.join(AMPS)} (auto: bf16 where the device has it)")
+    channels_last: bool = _opt(False, "NHWC memory format (faster convolutions on CPU and tensor cores)")
+    compile: bool = _opt(False, "torch.compile the network")
+    sync_bn: bool = _opt(False, "BN statistics over all processes (CUDA only)")
+    seed: int = _opt(0, "random seed (initial weights, data order, augmentation)")
+    threads: int = _opt(0, "CPU threads (0: torch's default)")
+    log_interval: int = _opt(0, "training steps between progress lines without a terminal (0: ~10 an epoch)")
+    out: str = _opt("", "run folder (default runs/<recipe or model>)")
+    resume: bool = _opt(False, "continue the run in out from its last.pt")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -98,6 +111,11 @@ class Config:
         """Field name -> type annotation."""
         hints = typing.get_type_hints(cls)
         return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def meanings(cls) -> dict[str, str]:
+        """Field name -> its one-line meaning (the help of ``senet train --field``)."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,6 +195,11 @@ class Config:
             all(isinstance(p, str) and p for p in self.freeze_params),
             f"freeze_params={self.freeze_params}: give parameter-name patterns such as '*.se.*'",
         )
+        need(
+            0 <= self.freeze_backbone_epochs <= self.epochs,
+            f"freeze_backbone_epochs={self.freeze_backbone_epochs} must be in [0, epochs]",
+        )
+        need(self.log_interval >= 0, f"log_interval={self.log_interval} must be >= 0 (0: ~10 lines an epoch)")
         need(bool(self.model), "model must name a registered model (`senet list`)")
 
     @property

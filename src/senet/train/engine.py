@@ -17,6 +17,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from .config import RESUMABLE_CHANGES, Config
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
 from .locks import exclusive
 from .runlog import RunLog
-from .schedule import LRFactor
+from .schedule import LRFactor, restore_scheduler
 
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_amp", "train"]
 
@@ -78,6 +79,15 @@ def _check_out(out: Path, cfg: Config, d: Dist) -> None:
 def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     now = cfg.to_dict()
     return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
+
+
+def _warmup_note(cfg: Config, factor: LRFactor) -> str:
+    if not factor.warmup_epochs:
+        return ""
+    note = f", {factor.warmup_epochs:g}-epoch {cfg.warmup} warm-up"
+    if factor.warmup_epochs < cfg.warmup_epochs:
+        note += f": {cfg.warmup_epochs:g} capped at a fifth of the run"
+    return note
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -138,6 +148,40 @@ def _run_eval(
     loss_sum, top1, top5, n = all_reduce_sum([loss_sum, top1, top5, n], d)
     n = max(n, 1)
     return {"loss": loss_sum / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n, "images": int(n)}
+
+
+def _build_model(cfg: Config, num_classes: int, model_kwargs: dict[str, Any], d: Dist) -> nn.Module:
+    """``cfg.model`` for ``num_classes`` classes, from ``cfg.weights`` when given (fine-tuning): any
+    weights load_model reads; a classifier of another width starts fresh, with one notice line."""
+    if not cfg.weights:
+        return create_model(cfg.model, num_classes=num_classes, **model_kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(cfg.weights, cfg.model, num_classes=num_classes, **model_kwargs)
+    if d.is_main:
+        print(f"senet train: {cfg.model} starts from the weights {cfg.weights}", flush=True)
+        for w in caught:
+            print(f"senet train: notice: {w.message}", flush=True)
+        prep = getattr(model, "preprocessing", None)
+        if isinstance(prep, Preprocessing) and (
+            [round(v, 4) for v in prep.mean] != [round(v, 4) for v in cfg.mean]
+            or [round(v, 4) for v in prep.std] != [round(v, 4) for v in cfg.std]
+        ):
+            print(
+                f"senet train: notice: the weights were trained on inputs normalised with mean "
+                f"{list(prep.mean)} std {list(prep.std)}; this run uses {cfg.mean} / {cfg.std} "
+                "(pass --mean/--std to match them)",
+                flush=True,
+            )
+    return model
+
+
+def _classifier_params(model: nn.Module) -> set[int]:
+    """ids of the classifier's parameters (``model.fc``, every family's last layer)."""
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no 'fc' classifier: freeze_backbone_epochs needs one")
+    return {id(p) for p in fc.parameters()}
 
 
 def _bn_params(model: nn.Module) -> list[nn.Parameter]:
@@ -260,7 +304,8 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {data.train.num_samples} training images")
     num_classes = len(data.classes)
     model_kwargs = dict(cfg.model_kwargs)
-    model = create_model(cfg.model, num_classes=num_classes, **model_kwargs).to(d.device)
+    model = _build_model(cfg, num_classes, model_kwargs, d).to(d.device)
+    model.class_names = list(data.classes)
     model.preprocessing = Preprocessing(
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
@@ -281,18 +326,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
         nesterov=cfg.nesterov,
         weight_decay=cfg.weight_decay,
     )
-    factor = LRFactor(
-        cfg.schedule,
-        cfg.epochs,
-        steps_per_epoch,
-        step_size=cfg.step_size,
-        milestones=cfg.milestones,
-        gamma=cfg.gamma,
-        warmup_epochs=cfg.warmup_epochs,
-        warmup=cfg.warmup,
-        warmup_factor=cfg.warmup_factor,
-        final_lr_factor=cfg.final_lr_factor,
-    )
+    factor = LRFactor.from_config(cfg, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
 
@@ -305,7 +339,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             raise ValueError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        restore_scheduler(scheduler, ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
         start_epoch, best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
@@ -325,7 +359,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             f"senet train: {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on "
             f"{len(data.train) * cfg.batch_size} train / {data.val.num_samples * d.world} val images of "
             f"{cfg.data_dir}, {d.world} process(es) on {d.device.type}, batch {cfg.batch_size}, "
-            f"lr {cfg.base_lr:g}, {cfg.epochs} epochs -> {out}",
+            f"lr {cfg.base_lr:g} ({cfg.schedule}{_warmup_note(cfg, factor)}), {cfg.epochs} epochs -> {out}",
             flush=True,
         )
 
@@ -342,7 +376,6 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             "model_name": cfg.model,
             "model_kwargs": model_kwargs,
             "num_classes": num_classes,
-            "classes": list(data.classes),
             "config": cfg.to_dict(),
             "dataset": info.dataset,
             "history": history,  # the run's metrics up to this epoch: metrics.jsonl is rebuilt from it
@@ -352,14 +385,18 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
     final: dict[str, Any] = {}
     show_bar = d.is_main and sys.stderr.isatty()
     # Without a terminal (nohup, a job scheduler, `> log 2>&1`): a progress line ~10 times an epoch.
-    log_every = SYNC_STEPS * max(1, round(steps_per_epoch / (10 * SYNC_STEPS)))
+    log_every = cfg.log_interval or SYNC_STEPS * max(1, round(steps_per_epoch / (10 * SYNC_STEPS)))
+    head = _classifier_params(model) if cfg.freeze_backbone_epochs else set()
     log_lines = d.is_main and not show_bar
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             data.train.set_epoch(epoch)
             net.train()
             frozen_bn = cfg.freeze_bn_epochs and epoch > cfg.epochs - cfg.freeze_bn_epochs
-            if frozen_bn:
+            # Fine-tuning's first epochs train the classifier only: the backbone's BN statistics stay
+            # too, and its gradients are dropped before the step (DDP still sees every parameter).
+            frozen_backbone = epoch <= cfg.freeze_backbone_epochs
+            if frozen_bn or frozen_backbone:
                 for m in model.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
@@ -387,13 +424,17 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 if frozen_bn:
                     for p in bn_params:
                         p.grad = None
+                if frozen_backbone:
+                    for p in model.parameters():
+                        if id(p) not in head:
+                            p.grad = None
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
                 seen += len(y)
-                if (step + 1) % SYNC_STEPS and step + 1 != steps_per_epoch:
+                if (step + 1) % SYNC_STEPS and (step + 1) % log_every and step + 1 != steps_per_epoch:
                     continue
                 window_loss = float(window) / (seen - first)
                 finite = math.isfinite(window_loss)
@@ -485,30 +526,82 @@ def evaluate(
     checkpoint: str | Path,
     data_dir: str | Path,
     *,
+    model: str | None = None,
     crop: int | None = None,
     resize: int = 0,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
     batch_size: int = 250,
     workers: int = 2,
     val_subset: int = 0,
     flip: bool = False,
     json_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Top-1 / top-5 accuracy and error of a checkpoint on ``data_dir``'s val (or test) split.
+    """Top-1 / top-5 accuracy and error of a set of weights on ``data_dir``'s val (or test) split.
 
-    The model is rebuilt from the checkpoint (its model name, ``create_model`` keywords and class
-    count); normalisation and evaluation crop follow the checkpoint's config unless ``crop`` is
-    given (the resize then follows the 256/224 ratio unless ``resize`` is given). ``flip`` averages
-    the predictions for each image and its horizontal mirror (test-time augmentation; not what the
-    paper's single-crop figures use). The result is also written as JSON to ``json_path`` (default:
-    ``eval-<checkpoint>-<crop>[-flip].json`` beside it).
+    ``checkpoint`` is a ``senet train`` checkpoint (the model, its class count, normalisation and
+    evaluation crop come from its config; read in memory when its recipe did) or any weights
+    :func:`senet.weights.load_model` reads: our files, or Cadene / timm / torchvision / converted
+    Caffe weights with ``model`` naming the network. Those are evaluated with the preprocessing the
+    weights carry (the registry's default when they carry none), each part replaceable by ``crop``,
+    ``resize``, ``mean``, ``std``; with ``crop`` alone the resize keeps the weights' crop fraction.
+    ``flip`` averages the predictions for each image and its horizontal mirror (test-time
+    augmentation; not what the paper's single-crop figures use). The result, with the
+    preprocessing used, is also written as JSON to ``json_path`` (default:
+    ``eval-<checkpoint>-<crop>[-flip].json`` beside the checkpoint).
     """
-    ckpt_path = Path(checkpoint)
-    ckpt = load_checkpoint(ckpt_path)
-    for key in ("model", "model_name", "num_classes", "config"):
-        if key not in ckpt:
-            raise ValueError(f"{ckpt_path} is not a `senet train` checkpoint (no {key!r} entry)")
-    cfg = ckpt["config"]
+    from ..weights import _is_url
+
+    ckpt_path = Path(str(checkpoint))
+    ckpt = None if _is_url(checkpoint) else load_checkpoint(ckpt_path)
     device = pick_device()
+    if ckpt is not None and "config" in ckpt and model is None and mean is None and std is None:
+        result = _evaluate_run_checkpoint(
+            ckpt, data_dir, device, crop, resize, batch_size, workers, val_subset, flip
+        )
+    else:
+        net = load_model(ckpt if ckpt is not None else str(checkpoint), model).to(device)
+        prep = net.preprocessing.adjusted(crop=crop, resize=resize, mean=mean, std=std)
+        result = _evaluate_model(net, prep, data_dir, device, batch_size, workers, val_subset, flip)
+    result = {"checkpoint": str(checkpoint), **result, "data_dir": str(data_dir), "flip": flip}
+    default = f"eval-{ckpt_path.stem}-{result['crop']}{'-flip' if flip else ''}.json"
+    path = Path(json_path) if json_path else (ckpt_path.with_name(default) if ckpt else Path(default))
+    try:
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e} (pass --json PATH)") from None
+    result["json"] = str(path)
+    return result
+
+
+def _accuracy(m: dict[str, float], seconds: float) -> dict[str, Any]:
+    return {
+        "images": m["images"],
+        "top1": m["top1"],
+        "top5": m["top5"],
+        "top1_err": 100 - m["top1"],
+        "top5_err": 100 - m["top5"],
+        "loss": m["loss"],
+        "seconds": seconds,
+    }
+
+
+def _evaluate_run_checkpoint(
+    ckpt: dict[str, Any],
+    data_dir: str | Path,
+    device: torch.device,
+    crop: int | None,
+    resize: int,
+    batch_size: int,
+    workers: int,
+    val_subset: int,
+    flip: bool,
+) -> dict[str, Any]:
+    """A ``senet train`` checkpoint on the data pipeline of its own run (in memory when it was)."""
+    for key in ("model", "model_name", "num_classes"):
+        if key not in ckpt:
+            raise ValueError(f"not a `senet train` checkpoint (no {key!r} entry)")
+    cfg = ckpt["config"]
     eval_crop = crop or cfg["eval_crop"]
     data = build_data(
         data_dir,
@@ -534,26 +627,55 @@ def evaluate(
     model = load_model(ckpt).to(device)
     t0 = time.perf_counter()
     m = _run_eval(model, data.val, None, Dist(device=device), False, flip=flip)
-    result = {
-        "checkpoint": str(ckpt_path),
+    return {
         "model": ckpt["model_name"],
         "epoch": ckpt.get("epoch"),
-        "data_dir": str(data_dir),
         "crop": eval_crop,
-        "flip": flip,
-        "images": m["images"],
-        "top1": m["top1"],
-        "top5": m["top5"],
-        "top1_err": 100 - m["top1"],
-        "top5_err": 100 - m["top5"],
-        "loss": m["loss"],
-        "seconds": time.perf_counter() - t0,
+        **_accuracy(m, time.perf_counter() - t0),
     }
-    default = f"eval-{ckpt_path.stem}-{eval_crop}{'-flip' if flip else ''}.json"
-    path = Path(json_path) if json_path else ckpt_path.with_name(default)
-    try:
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e} (pass --json PATH)") from None
-    result["json"] = str(path)
-    return result
+
+
+def _evaluate_model(
+    model: nn.Module,
+    prep: Preprocessing,
+    data_dir: str | Path,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    val_subset: int,
+    flip: bool,
+) -> dict[str, Any]:
+    """``model`` on an ImageFolder split, each image prepared by ``prep`` as :func:`senet.predict` does."""
+    from ..data import folder_dataset
+    from ..data.datasets import find_split
+    from ..predict import class_names
+
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist (check --data-dir)")
+    ds = folder_dataset(find_split(root, False), val_subset, prep.transform())
+    names = class_names(model)
+    if len(ds.classes) != len(names):
+        raise ValueError(
+            f"{root} has {len(ds.classes)} classes, the model {len(names)} outputs: these weights "
+            "were trained for another class set"
+        )
+    recorded = getattr(model, "class_names", None)
+    if recorded and list(recorded) != list(ds.classes):
+        differ = [f"{a}/{b}" for a, b in zip(ds.classes, recorded, strict=True) if a != b]
+        raise ValueError(
+            f"the class folders of {root} are not the classes the weights were trained on "
+            f"(data/weights: {', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''})"
+        )
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    t0 = time.perf_counter()
+    m = _run_eval(model, batches, None, Dist(device=device), False, flip=flip)
+    return {
+        "model": getattr(model, "model_name", type(model).__name__),
+        "epoch": None,
+        "crop": prep.input_size[-1],
+        "preprocessing": prep.as_dict(),
+        "layout": getattr(model, "layout", None),
+        **_accuracy(m, time.perf_counter() - t0),
+    }

@@ -5,13 +5,21 @@ recipe: the paper's step decay (ImageNet: /10 every 30 epochs), multi-step decay
 WRN), cosine (Shake-Shake) and a one-cycle triangle for short runs, each with an optional warm-up
 (linear, or constant as ResNet-110's 0.01 warm-up). Its state is plain numbers, so the scheduler's
 ``state_dict`` loads with ``torch.load(weights_only=True)``.
+
+The warm-up is capped at a fifth of the run, so a shortened recipe (``--epochs 3`` of a recipe with a
+3-epoch warm-up) still anneals instead of ending at its peak lr.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["LRFactor"]
+import torch
+
+__all__ = ["MAX_WARMUP_FRACTION", "LRFactor", "restore_scheduler"]
+
+MAX_WARMUP_FRACTION = 0.2
 
 
 class LRFactor:
@@ -33,8 +41,25 @@ class LRFactor:
     ) -> None:
         self.schedule, self.epochs, self.steps_per_epoch = schedule, epochs, max(1, steps_per_epoch)
         self.step_size, self.milestones, self.gamma = step_size, list(milestones or []), gamma
-        self.warmup_epochs, self.warmup, self.warmup_factor = warmup_epochs, warmup, warmup_factor
+        self.warmup_epochs = min(warmup_epochs, MAX_WARMUP_FRACTION * epochs)
+        self.warmup, self.warmup_factor = warmup, warmup_factor
         self.final_lr_factor = final_lr_factor
+
+    @classmethod
+    def from_config(cls, cfg: Any, steps_per_epoch: int) -> LRFactor:
+        """The schedule of a training :class:`~senet.train.Config` (its ``schedule`` ... fields)."""
+        return cls(
+            cfg.schedule,
+            cfg.epochs,
+            steps_per_epoch,
+            step_size=cfg.step_size,
+            milestones=cfg.milestones,
+            gamma=cfg.gamma,
+            warmup_epochs=cfg.warmup_epochs,
+            warmup=cfg.warmup,
+            warmup_factor=cfg.warmup_factor,
+            final_lr_factor=cfg.final_lr_factor,
+        )
 
     def __call__(self, step: int) -> float:
         t = step / self.steps_per_epoch  # epochs done, as a float
@@ -54,3 +79,19 @@ class LRFactor:
         if self.schedule == "cosine":
             return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
         return lo + (1 - lo) * (1 - p)  # onecycle: linear down after the (linear) warm-up
+
+
+def restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
+    """Load a checkpoint's scheduler position (its step count and base lrs) but keep the schedule
+    built for this run: a resumed run may be given more epochs, and the saved schedule (its old
+    length) would train them at the end-of-run lr. The optimiser's lr is reset to the current
+    schedule's value at the saved step."""
+    state = {**state, "lr_lambdas": [None] * len(scheduler.lr_lambdas)}
+    scheduler.load_state_dict(state)
+    lrs = [
+        base * fn(scheduler.last_epoch)
+        for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
