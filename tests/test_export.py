@@ -145,3 +145,35 @@ def test_cli_export_errors_name_the_fix(argv, message, tmp_path, capsys, monkeyp
     assert main(["export", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+FORMATS_FILES = [("torchscript", "m.pt"), ("exported_program", "m.pt2"), ("onnx", "m.onnx")]
+
+
+@pytest.mark.parametrize("fmt,name", FORMATS_FILES)
+def test_a_failed_export_keeps_the_previous_file(fmt, name, tmp_path):
+    """A full disk during the export: one line, the previous good file intact, no temporary left."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out = tmp_path / name
+    cmd = [sys.executable, "-m", "senet", "export", "resnet20", "--format", fmt, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    good = out.read_bytes()
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # the file is ~1 MB
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=small_disk)
+    assert again.returncode == 2, again.stderr[-2000:]
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith(f"senet export: error: could not write {out}")
+    assert "the previous file is unchanged" in line
+    assert out.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -9,12 +9,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= low`` (argparse names the flag in its one-line error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+def _finite(positive: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float (``positive``: > 0)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number{' > 0' if positive else ''}, got {text}"
+            )
+        return value
+
+    parse.__name__ = "positive number" if positive else "number"
+    return parse
+
+
+POSITIVE = _int_at_least(1)  # sizes, batch sizes, counts that cannot be zero
+COUNT = _int_at_least(0)  # worker processes, warm-up passes
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -38,13 +77,17 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "throughput and peak memory are measured with --time (implied by --batch-size / --device).",
     )
     p.add_argument("names", nargs="*", help="model names (default: every registered model)")
-    p.add_argument("--input-size", type=int, default=None, help="image side (default: the model's own)")
+    p.add_argument("--input-size", type=POSITIVE, default=None, help="image side (default: the model's own)")
     p.add_argument("--time", action="store_true", help="run the networks: latency, images/s, peak memory")
-    p.add_argument("--batch-size", type=int, default=None, help="images per timed forward pass (default 1)")
+    p.add_argument(
+        "--batch-size", type=POSITIVE, default=None, help="images per timed forward pass (default 1)"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes before timing (default 3)")
-    p.add_argument("--repeats", type=int, default=10, help="timed passes; the median is shown (default 10)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--warmup", type=COUNT, default=3, help="untimed passes before timing (default 3)")
+    p.add_argument(
+        "--repeats", type=POSITIVE, default=10, help="timed passes; the median is shown (default 10)"
+    )
+    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (torch.set_num_threads)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (for a README)")
@@ -181,10 +224,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "t-interval. Re-running skips finished runs and resumes interrupted ones. Any recipe field can be "
         "overridden as in `senet train`.",
     )
-    p.add_argument("--seeds", type=int, default=3, help="number of paired seeds, 0..K-1 (default 3)")
+    p.add_argument("--seeds", type=POSITIVE, default=3, help="number of paired seeds, 0..K-1 (default 3)")
     p.add_argument(
         "--jobs",
-        type=int,
+        type=POSITIVE,
         default=1,
         help="runs trained at once, each in its own process with cores/JOBS threads (default 1: in this "
         "process, one after the other)",
@@ -241,16 +284,24 @@ def _add_weights_source(p: argparse.ArgumentParser) -> None:
 
 def _add_preprocessing_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--crop", type=int, default=None, help="centre crop side in pixels (default: the weights' own)"
+        "--crop", type=POSITIVE, default=None, help="centre crop side in pixels (default: the weights' own)"
     )
     p.add_argument(
         "--resize",
-        type=int,
+        type=POSITIVE,
         default=0,
         help="short side in pixels before the crop (default: the weights' crop fraction, 256 for 224)",
     )
-    p.add_argument("--mean", type=float, nargs=3, default=None, help="R G B mean (default: the weights' own)")
-    p.add_argument("--std", type=float, nargs=3, default=None, help="R G B std (default: the weights' own)")
+    p.add_argument(
+        "--mean", type=_finite(), nargs=3, default=None, help="R G B mean (default: the weights' own)"
+    )
+    p.add_argument(
+        "--std",
+        type=_finite(positive=True),
+        nargs=3,
+        default=None,
+        help="R G B std (default: the weights' own)",
+    )
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -266,8 +317,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--data-dir", required=True, help="ImageFolder tree with val/ or test/, or torchvision CIFAR"
     )
     _add_preprocessing_flags(p)
-    p.add_argument("--batch-size", type=int, default=250, help="images per forward pass (default 250)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding worker processes (default 2)")
+    p.add_argument("--batch-size", type=POSITIVE, default=250, help="images per forward pass (default 250)")
+    p.add_argument("--workers", type=COUNT, default=2, help="image-decoding worker processes (default 2)")
     p.add_argument(
         "--flip",
         action="store_true",
@@ -322,8 +373,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="image files, folders or patterns")
     _add_weights_source(p)
     _add_preprocessing_flags(p)
-    p.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--topk", type=POSITIVE, default=5, help="classes shown per image (default 5)")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     p.set_defaults(func=_cmd_predict)
@@ -439,9 +490,13 @@ def _add_excite(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", required=True, help="its data set (the val/ or test/ split is used)")
     p.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: all)")
     p.add_argument("--blocks", nargs="+", default=None, help="blocks to plot: SE_3_1, 'SE_3_*', module paths")
-    p.add_argument("--images-per-class", type=int, default=50, help="images per class (default 50, as paper)")
-    p.add_argument("--channels", type=int, default=50, help="channels per panel (default 50, as the paper)")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--images-per-class", type=POSITIVE, default=50, help="images per class (default 50, as paper)"
+    )
+    p.add_argument(
+        "--channels", type=POSITIVE, default=50, help="channels per panel (default 50, as the paper)"
+    )
+    p.add_argument("--batch-size", type=POSITIVE, default=100, help="images per forward pass (default 100)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--out", default="excite", help="output folder (default ./excite)")
     p.set_defaults(func=_cmd_excite)
@@ -498,7 +553,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="NAME|CHECKPOINT", help="a model name or a `senet train` checkpoint")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx / model.pt / model.pt2")
-    p.add_argument("--input-size", type=int, default=None, help="image side (default: the model's own)")
+    p.add_argument("--input-size", type=POSITIVE, default=None, help="image side (default: the model's own)")
     p.add_argument(
         "--weights", default=None, help="state dict to load into NAME (any layout load_weights reads)"
     )
@@ -542,9 +597,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from .train.interrupt import TrainingInterrupted
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError) as e:
+    except TrainingInterrupted as e:  # Ctrl-C / SIGTERM in training: state saved, resumable
+        print(f"senet {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"senet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError) as e:  # OSError: missing files, full disk, permissions
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"senet {args.command}: error: {msg}", file=sys.stderr)
         return 2

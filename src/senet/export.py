@@ -13,12 +13,16 @@ first (:func:`senet.fuse_for_inference`); ONNX runtimes do that themselves, so i
 from __future__ import annotations
 
 import importlib.util
+import io
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .weights import error_summary
 
 __all__ = ["FORMATS", "check_export", "export_model", "load_for_export"]
 
@@ -114,8 +118,15 @@ def export_model(
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     out = Path(out)
+    if out.is_dir():
+        suffix = {"onnx": ".onnx", "torchscript": ".pt", "exported_program": ".pt2"}[fmt]
+        raise IsADirectoryError(
+            f"{out} is a folder: give the file to write, e.g. --out {out / 'model'}{suffix}"
+        )
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    if input_size is not None and input_size < 1:
+        raise ValueError(f"input_size={input_size} must be >= 1")
     if fmt == "exported_program" and out.suffix != ".pt2":
         raise ValueError(f"torch.export programs are .pt2 archives: use --out {out.with_suffix('.pt2')}")
     model = model.eval()
@@ -124,10 +135,27 @@ def export_model(
 
         model = fuse_for_inference(model, channels_last=False, prepack=False)
     x = example_input(model, input_size).to(next(model.parameters()).device)
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8e9  # protobuf limit: 2 GB
+    # Written to a temporary file and renamed: a failed export (full disk) keeps the previous file.
+    # Not for ONNX's external-data format, whose data file is named after the .onnx file.
+    tmp = out if (fmt == "onnx" and big) else out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
+    try:
+        _write(model, fmt, x, tmp, big)
+        if tmp != out:
+            os.replace(tmp, out)
+    except (OSError, RuntimeError) as e:
+        kept = "the previous file is unchanged" if out.exists() and tmp != out else "nothing usable written"
+        raise OSError(f"could not write {out}: {error_summary(e)} (disk full?); {kept}") from e
+    finally:
+        if tmp != out and tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _write(model: nn.Module, fmt: str, x: torch.Tensor, out: Path, big: bool) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     if fmt == "onnx":
         _need("onnx", "onnxscript")
-        big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8e9  # protobuf limit: 2 GB
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -145,12 +173,14 @@ def export_model(
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarning, and TorchScript's deprecation notice
             traced = torch.jit.trace(model, x, check_trace=False)
-            torch.jit.save(traced, str(out))
+            with open(out, "wb") as f:  # a Python file: a failed write raises (a path aborts in C++)
+                torch.jit.save(traced, f)
     else:
         with torch.no_grad():
             ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-        torch.export.save(ep, str(out))
-    return out
+        buffer = io.BytesIO()  # torch.export's writer aborts the process on a failed file write
+        torch.export.save(ep, buffer)
+        out.write_bytes(buffer.getbuffer())
 
 
 def run_export(path: str | Path, fmt: str, x: torch.Tensor) -> torch.Tensor:

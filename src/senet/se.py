@@ -142,6 +142,11 @@ class SEBlock(nn.Module):
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
         """The gate values s (N, C, 1, 1), or (N, C, H, W) for the NoSqueeze variant."""
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"SEBlock(channels={self.channels}) got an input of shape {list(x.shape)}: it takes feature "
+                f"maps (N, {self.channels}, H, W); build it with the channel count of the layer it follows"
+            )
         if self.squeeze_mode == "none":  # NoSqueeze: the 1x1 convolutions run over the whole map
             return self.gate(self.fc2(self.act(self.fc1(x))))
         z = x.mean((2, 3)) if self.squeeze_mode == "avg" else x.amax((2, 3))

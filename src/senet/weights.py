@@ -32,6 +32,7 @@ Sources may also be URLs (``http(s)://``, ``file://``), downloaded once into a c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -55,6 +56,7 @@ __all__ = [
     "atomic_save",
     "detect_layout",
     "fetch",
+    "remove_stale_temporaries",
     "load_file",
     "load_model",
     "load_weights",
@@ -164,16 +166,20 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
     """
     if _is_url(source):
         source = fetch(str(source))
+    what = f"{str(source)!r}" if isinstance(source, (str, Path)) else "the checkpoint"
     obj: Any = load_file(source) if isinstance(source, (str, Path)) else source
     meta: dict[str, Any] = {}
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if key is None:
-            raise ValueError("the checkpoint holds no state dict (no tensors, no 'state_dict'/'model' entry)")
+            raise ValueError(f"{what} holds no state dict (no tensors, no 'state_dict'/'model' entry)")
         meta.update({k: v for k, v in obj.items() if k != key and not isinstance(v, torch.Tensor)})
         obj = obj[key]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict, got {type(obj).__name__}")
+        raise ValueError(
+            f"{what} is not a senet checkpoint or state dict: it holds a {type(obj).__name__} "
+            "(expected a {name: tensor} mapping, alone or under 'state_dict' / 'model')"
+        )
     out = {}
     for k, v in obj.items():
         for p in _PREFIXES:
@@ -314,7 +320,9 @@ def load_weights(
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash at any moment
-    leaves either the previous file or the new one, never a truncated one."""
+    leaves either the previous file or the new one, never a truncated one. A failed write (a full
+    disk, a quota) raises ``OSError`` naming the file; the previous file stays and the temporary
+    file is removed. The file gets the permissions of any new file (umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -323,11 +331,42 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        raise OSError(f"could not write {path}: {error_summary(e)} (disk full or over quota?); {kept}") from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def error_summary(e: BaseException) -> str:
+    """The innermost cause of an error, in one line (torch wraps the OSError of a full disk)."""
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) that killed :func:`atomic_save` calls left."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def checkpoint_metadata(model: nn.Module) -> dict[str, Any]:

@@ -46,3 +46,12 @@ def tiny(cifar10_jpeg, tmp_path):
 def cli():
     """Run ``python -m senet ARGS`` in a subprocess (one thread)."""
     return run_cli
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_25(cifar10_jpeg, tmp_path_factory):
+    """The run folder of a 2-epoch tiny run of 25 steps an epoch, never interrupted."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "full"
+    run = run_cli(tiny_args(cifar10_jpeg, out, train_subset=50, log_interval=1))
+    assert run.returncode == 0, run.stderr
+    return out

@@ -140,7 +140,7 @@ def test_refusals_name_the_problem(cifar10_jpeg, tmp_path, cli):
     r = cli(["compare", "--recipe", "cifar10-quick", "--model", "senet154", "--out", str(tmp_path / "x")])
     assert r.returncode == 2 and "no registered twin" in r.stderr and "Traceback" not in r.stderr
     r = cli(["compare", "--recipe", "cifar10-quick", "--seeds", "0", "--out", str(tmp_path / "x")])
-    assert r.returncode == 2 and "--seeds 0" in r.stderr
+    assert r.returncode == 2 and "argument --seeds: must be >= 1, got 0" in r.stderr
     r = cli(["compare", "--recipe", "cifar10-quick"])
     assert r.returncode == 2 and "--out" in r.stderr
 
@@ -186,3 +186,23 @@ def test_run_state_sees_a_run_in_progress(tmp_path):
             with _run_lock(run.out, Dist(device=torch.device("cpu"))):
                 pass
     assert run_state(run) == ("new", 0)
+
+
+def test_run_state_sees_a_checkpoint_behind_its_metrics(tmp_path):
+    """A kill between the last metrics line and last.pt leaves a run to resume, not a finished one;
+    finished runs copied without checkpoints (docs/results) stay finished."""
+    import json
+
+    from senet.train import save_checkpoint
+    from senet.train.compare import run_state
+
+    (run,) = [r for r in plan_runs("cifar10-quick", "se_resnet20", 1, tmp_path) if r.model == "resnet20"]
+    run.out.mkdir(parents=True)
+    epochs = run.config.epochs
+    lines = "".join(json.dumps({"epoch": e, "val_top1": 50.0}) + "\n" for e in range(1, epochs + 1))
+    (run.out / "metrics.jsonl").write_text(lines)
+    assert run_state(run) == ("done", epochs)
+    save_checkpoint({"epoch": epochs - 1}, run.out / "last.pt")
+    assert run_state(run) == ("partial", epochs)
+    save_checkpoint({"epoch": epochs}, run.out / "last.pt")
+    assert run_state(run) == ("done", epochs)

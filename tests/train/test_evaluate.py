@@ -61,14 +61,18 @@ def test_eval_of_a_save_weights_file_equals_the_run_checkpoint(trained_cifar, ci
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
-def test_eval_refuses_weights_of_another_class_set(trained_cifar, cifar10_subset, tmp_path, capsys):
+def test_eval_of_weights_on_another_class_set(trained_cifar, cifar10_subset, tmp_path, capsys):
     five = tmp_path / "five"
     for c in sorted(p.name for p in (cifar10_subset / "test").iterdir())[:5]:
         (five / "test").mkdir(parents=True, exist_ok=True)
         (five / "test" / c).symlink_to(cifar10_subset / "test" / c)
     weights = ["--weights", str(trained_cifar), "--data-dir", str(five)]
+    # Weights that carry their class names: a subset is evaluated, labels mapped by name (issue 13).
+    assert main(["eval", "--model", "se_resnet20", *weights, "--json", str(tmp_path / "r.json")]) == 0
+    assert "test/ has 5 of the 10 classes of the weights" in capsys.readouterr().out
+    (five / "test" / "kitty").symlink_to(cifar10_subset / "test" / "cat")
     assert main(["eval", "--model", "se_resnet20", *weights]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "has 5 classes, the model 10 outputs" in err
+    assert err.count("\n") == 1 and "only in test/: ['kitty']" in err
     assert main(["eval", "--model", "resnet20", *weights]) == 2
     assert "holds a se_resnet20, not a resnet20" in capsys.readouterr().err

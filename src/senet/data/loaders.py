@@ -9,11 +9,13 @@ and are told the epoch with ``set_epoch`` so that every epoch's order and augmen
   drawn for the whole epoch in the global order; N processes thus train on exactly the global
   batches a single process with the same global batch sees.
 * :class:`FolderLoader` (files streamed): a torch ``DataLoader`` with worker processes and, on
-  many processes, a :class:`~torch.utils.data.distributed.DistributedSampler`.
+  many processes, a :class:`~torch.utils.data.distributed.DistributedSampler`. An unreadable file
+  refused in a worker (strict mode) reaches the caller as a one-line :class:`BadImageError`.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from .datasets import ArrayDataset
+from .datasets import ArrayDataset, BadImageError
 from .transforms import BatchAugment, draw_augment
 
 __all__ = ["FolderLoader", "MemoryLoader", "epoch_generator"]
@@ -138,5 +140,25 @@ class FolderLoader:
         return len(self.loader) * self.loader.batch_size if self.train else len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        batches = iter(self.loader)
+        try:
+            for x, y in batches:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
+        except BadImageError as e:
+            msg = _worker_message(str(e))
+            # torch's re-raise leaves a reference cycle through this traceback holding the worker
+            # iterator: freed by a later garbage collection, perhaps in a forked worker of another
+            # loader ("can only test a child process"). Break it so the workers stop here.
+            traceback.clear_frames(e.__traceback__)
+        del batches
+        raise BadImageError(msg)
+
+
+def _worker_message(msg: str) -> str:
+    """The original message of an error a ``DataLoader`` worker raised (torch adds its traceback)."""
+    lines = msg.strip().splitlines()
+    if len(lines) <= 1:
+        return msg
+    _, sep, tail = lines[-1].partition(f"{BadImageError.__name__}: ")
+    return tail if sep else lines[-1]

@@ -171,8 +171,12 @@ def folder_transforms(
             ]
     elif augment == "cifar" and train:
         head = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
-    else:
-        head = [v2.CenterCrop(eval_crop)] if augment == "imagenet" else []
+    else:  # CIFAR-style evaluation: the image as it is, unless another resize or crop is asked for
+        head = []
+        if not train and eval_resize:
+            head.append(v2.Resize(eval_resize, antialias=True))
+        if not train and eval_crop != image_size:
+            head.append(v2.CenterCrop(eval_crop))
     if train and cutout > 0:
         tail.append(Cutout(cutout))
     return v2.Compose(head + tail)

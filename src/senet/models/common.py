@@ -36,6 +36,16 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int, name: str) -> Non
     Without this, a wrong input fails deep inside a convolution or pooling layer with a message
     about some intermediate tensor.
     """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} expects a torch.Tensor, got {type(x).__module__}.{type(x).__name__}"
+            + (": convert with torch.from_numpy(x)" if type(x).__module__ == "numpy" else "")
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} expects floating-point images normalised as model.preprocessing says, got {x.dtype}: "
+            "use senet.predict for image files, or scale and normalise (x.float() / 255 - mean) / std"
+        )
     if x.dim() != 4 or x.shape[1] != in_chans or x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(
             f"{name} expects a batch of images of shape (N, {in_chans}, H, W) with H, W >= {min_size}, "

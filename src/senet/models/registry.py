@@ -83,6 +83,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry of ``name``; unknown names fail with close matches."""
+    if not isinstance(name, str):
+        raise TypeError(f"a model name must be a string such as 'se_resnet50', got {name!r} (`senet list`)")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -131,6 +133,13 @@ def create_model(
             keyword of the network class (e.g. ``layout="torchvision"``, ``drop_rate``, ``in_chans``).
     """
     info = model_info(name)
+    for key, value in (
+        ("num_classes", num_classes),
+        *((k, overrides[k]) for k in ("in_chans",) if k in overrides),
+    ):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            hint = " (for features without a classifier: features_only=True)" if key == "num_classes" else ""
+            raise ValueError(f"create_model({name!r}): {key}={value!r} must be a whole number >= 1{hint}")
     se_keys = set(SEConfig.fields())
     se_kw = {k: overrides.pop(k) for k in list(overrides) if k in se_keys}
     se = overrides.pop("se", info.se)

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from .checkpoint import load_checkpoint
 from .config import RESUMABLE_CHANGES, Config, load_config
 from .distributed import pick_device
 from .engine import resolve_amp, train
@@ -40,7 +41,7 @@ from .runlog import read_metrics, save_figure
 __all__ = ["RunSpec", "compare", "paired_summary", "plan_runs", "t_quantile_975", "write_summary"]
 
 # Fields that may differ between the runs of one experiment (or between invocations of it).
-_FREE = RESUMABLE_CHANGES | {"model", "seed", "recipe"}
+_FREE = (RESUMABLE_CHANGES - {"lr"}) | {"model", "seed", "recipe"}
 
 # Two-sided 95% quantiles of Student's t, t(0.975; df), for df = 1..30.
 _T975 = (
@@ -157,13 +158,21 @@ def run_state(run: RunSpec) -> tuple[str, int]:
     """``("done" | "running" | "partial" | "new", epochs recorded)`` for a planned run."""
     history = read_metrics(run.out / "metrics.jsonl")
     epochs = max((h["epoch"] for h in history), default=0)
-    if epochs >= run.config.epochs:
+    if epochs >= run.config.epochs and not _checkpoint_behind(run.out / "last.pt", epochs):
         return "done", epochs
     if is_locked(run.out / ".train.lock"):  # held by the engine while a process trains there
         return "running", epochs
     if (run.out / "last.pt").is_file():
         return "partial", epochs
     return "new", epochs
+
+
+def _checkpoint_behind(path: Path, epochs: int) -> bool:
+    """Whether ``path`` holds an earlier epoch than the metrics (a kill between the metrics line and
+    the checkpoint: the run must resume to write it). Runs copied without checkpoints are complete."""
+    if not path.is_file():
+        return False
+    return int(load_checkpoint(path).get("epoch", 0)) < epochs
 
 
 @contextmanager

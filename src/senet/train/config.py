@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,10 +28,23 @@ AUGMENTS = ("cifar", "imagenet", "none")
 DATASETS = ("auto", "folder", "cifar10", "cifar100")
 SCHEDULES = ("step", "multistep", "cosine", "onecycle", "constant")
 WARMUPS = ("linear", "constant")
+MAX_EPOCHS = 100_000  # more is a typo (1e12 would run for ever); the paper's longest schedule is ~400
 
 # Fields a resumed run may change (everything else must match the checkpoint's config).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "resume", "out", "data_dir", "workers", "threads", "cache_dir", "description", "log_interval"}
+    {
+        "epochs",
+        "lr",
+        "resume",
+        "out",
+        "data_dir",
+        "workers",
+        "threads",
+        "cache_dir",
+        "description",
+        "log_interval",
+        "strict_data",
+    }
 )
 
 
@@ -70,6 +84,7 @@ class Config:
     train_subset: int = _opt(0, "training images per class (0: all)")
     val_subset: int = _opt(0, "evaluation images per class (0: all)")
     workers: int = _opt(2, "image-decoding worker processes for streamed data")
+    strict_data: bool = _opt(False, "refuse a data set with unreadable images (default: skip and list them)")
     # optimisation
     epochs: int = _opt(15, "training epochs (may grow on --resume)")
     batch_size: int = _opt(128, "images per optimiser step, over all processes")
@@ -124,12 +139,16 @@ class Config:
         return Config.from_dict({**self.to_dict(), **changes})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
-        """Check names and types of ``values`` (one-line errors naming the field), then build."""
+    def from_dict(
+        cls, values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
+    ) -> Config:
+        """Check names and types of ``values`` (one-line errors naming the field and where it was
+        given: ``origins`` maps a field to its file or the command line, else ``source``), then build."""
         known = cls.fields()
         out: dict[str, Any] = {}
         for key, value in values.items():
             name = key.replace("-", "_")
+            source = (origins or {}).get(name, source)
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
                 hint = (
@@ -159,7 +178,18 @@ class Config:
                 getattr(self, name) in choices,
                 f"{name}={getattr(self, name)!r}: expected one of {', '.join(choices)}",
             )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            need(
+                all(math.isfinite(v) for v in values if isinstance(v, float)),
+                f"{f.name}={value} must be a finite number",
+            )
         need(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        need(
+            self.epochs <= MAX_EPOCHS,
+            f"epochs={self.epochs} is more than {MAX_EPOCHS:,}: a typo? (the paper's longest run is ~400)",
+        )
         need(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         need(self.accum_steps >= 1, f"accum_steps={self.accum_steps} must be >= 1")
         need(
@@ -274,6 +304,25 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     raise bad
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives one key twice (YAML keeps the last one
+    silently: ``lr: 0.1`` then ``lr: 0.4`` further down would train at 0.4 unnoticed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"field {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def _recipes_dir() -> Path:
     return Path(str(resources.files("senet") / "recipes"))
 
@@ -308,9 +357,14 @@ def recipe_path(name_or_path: str | Path) -> Path:
 def _read_recipe(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     path = recipe_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (a recipe is YAML text: field: value lines)") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of field: value")
     base = data.pop("base", None)
@@ -333,18 +387,23 @@ def load_config(
 ) -> Config:
     """Fields of ``recipe`` (a name or a YAML path), then of ``config`` (a YAML file), then ``overrides``."""
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # field -> where it was given, for error messages
     if recipe:
         values.update(_read_recipe(recipe))
+        origins.update(dict.fromkeys(values, f"recipe {recipe}"))
     if config:
         cfg_file = Path(config)
         if not cfg_file.is_file():
             raise FileNotFoundError(f"config file {cfg_file} does not exist")
-        values.update(_read_recipe(cfg_file))
+        given = _read_recipe(cfg_file)
+        values.update(given)
+        origins.update(dict.fromkeys(given, f"config {config}"))
     if not recipe and not config:
         raise ValueError(
             "give a recipe (--recipe NAME, see `senet recipes`) or a config file (--config FILE)"
         )
     for key, value in (overrides or {}).items():
         values[key.replace("-", "_")] = value
+        origins[key.replace("-", "_")] = "command line"
     src = f"recipe {recipe}" if recipe else f"config {config}"
-    return Config.from_dict(values, source=src)
+    return Config.from_dict(values, source=src, origins=origins)

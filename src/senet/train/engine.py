@@ -12,14 +12,16 @@ continues exactly where an uninterrupted run would be.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
 import math
 import random
+import signal
 import sys
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,11 @@ from torch import nn
 from ..data import build_data
 from ..models import create_model, model_info
 from ..preprocessing import Preprocessing
-from ..weights import checkpoint_metadata, load_model
+from ..weights import checkpoint_metadata, load_model, remove_stale_temporaries
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
 from .config import RESUMABLE_CHANGES, Config
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
+from .interrupt import StopRequest, TrainingInterrupted, stop_requests
 from .locks import exclusive
 from .runlog import RunLog
 from .schedule import LRFactor, restore_scheduler
@@ -42,6 +45,7 @@ __all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_
 
 
 SYNC_STEPS = 25  # training steps between two reads of the loss by the host
+_DIVERGED_ADVICE = " Try a lower --lr or more warm-up (--resume continues from it with a new --lr)"
 
 
 class TrainingDiverged(RuntimeError):
@@ -79,6 +83,72 @@ def _check_out(out: Path, cfg: Config, d: Dist) -> None:
 def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     now = cfg.to_dict()
     return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
+
+
+def _save_interrupted(
+    state: Any,
+    stop: StopRequest,
+    out: Path,
+    epoch: int,
+    best: float,
+    log: RunLog | None,
+    at: dict[str, Any],
+    t0: float,
+    is_main: bool = True,
+) -> None:
+    """Write the mid-epoch ``last.pt`` of a run told to stop and raise :class:`TrainingInterrupted`.
+
+    The checkpoint is that of epoch ``epoch - 1`` plus ``partial``: the steps made in ``epoch`` and
+    the epoch's running sums, so ``--resume`` continues the epoch bit for bit."""
+    at = {**at, "epoch": epoch, "seconds": time.perf_counter() - t0}
+    if is_main:
+        ckpt = state(epoch - 1, best, list(log.history) if log is not None else [])
+        save_checkpoint({**ckpt, "partial": at}, out / "last.pt")
+    raise TrainingInterrupted(
+        f"interrupted ({stop.name}) at epoch {epoch} step {at['step']}; saved {out / 'last.pt'}: resume "
+        f"with --resume (it continues from that step; last complete epoch: {epoch - 1})",
+        stop.signum,
+    )
+
+
+def _class_difference(saved: list[str], now: list[str], data_dir: Any) -> str:
+    """One line naming how the class list of a checkpoint differs from the data's."""
+    only_saved = [c for c in saved if c not in now]
+    only_now = [c for c in now if c not in saved]
+    if only_saved or only_now:
+        what = f"classes only in the checkpoint: {only_saved[:5]}, only in {data_dir}: {only_now[:5]}"
+    else:
+        what = "the same class names in another order"
+    return f"the checkpoint was trained on {len(saved)} classes, {data_dir} has {len(now)} ({what})"
+
+
+SKIPPED_IMAGES = "skipped_images.txt"  # in the run folder: path<TAB>reason per line
+
+
+def _report_data(data: Any, out: Path) -> None:
+    """Tell the data's notices and skipped files; list the skipped ones in ``skipped_images.txt``.
+
+    Files that fail to decode only when a streaming worker reads them are appended to the same
+    list by the workers (see :class:`senet.data.FolderDataset`).
+    """
+    for notice in data.notices:
+        print(f"senet train: notice: {notice}", flush=True)
+    listing = out / SKIPPED_IMAGES
+    for loader in (data.train, data.val):
+        ds = getattr(getattr(loader, "loader", None), "dataset", None)
+        if ds is not None and hasattr(ds, "skip_log"):
+            ds.skip_log = str(listing)
+    if not data.skipped:
+        return
+    for path, reason in data.skipped[:10]:
+        print(f"senet train: skipped unreadable image {path} ({reason})", flush=True)
+    more = f" ({len(data.skipped) - 10} more not shown)" if len(data.skipped) > 10 else ""
+    print(
+        f"senet train: skipped {len(data.skipped)} unreadable image file(s){more}, listed in {listing} "
+        "(--strict-data refuses such data instead)",
+        flush=True,
+    )
+    listing.write_text("".join(f"{p}\t{r}\n" for p, r in data.skipped))
 
 
 def _warmup_note(cfg: Config, factor: LRFactor) -> str:
@@ -243,6 +313,11 @@ def _train(cfg: Config, d: Dist) -> RunResult:
     out = Path(cfg.out or f"runs/{cfg.recipe or cfg.model}").expanduser()
     if not cfg.data_dir:
         raise ValueError("no data folder: pass --data-dir PATH (an ImageFolder tree or torchvision's CIFAR)")
+    if Path(cfg.data_dir).expanduser().is_file():
+        raise NotADirectoryError(
+            f"--data-dir {cfg.data_dir} is a file, not a folder (expected DIR with train/ and test/ "
+            "class folders, or torchvision's CIFAR files)"
+        )
     if not Path(cfg.data_dir).expanduser().is_dir() and not cfg.download:
         raise FileNotFoundError(f"data folder {cfg.data_dir} does not exist (check --data-dir)")
     info = model_info(cfg.model)
@@ -268,6 +343,8 @@ def _train(cfg: Config, d: Dist) -> RunResult:
 
 
 def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) -> RunResult:
+    if d.is_main and remove_stale_temporaries(out):
+        print(f"senet train: removed the temporary files of an interrupted save in {out}", flush=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -297,11 +374,18 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
         rank=d.rank,
         world=d.world,
         device=d.device,
+        strict=cfg.strict_data,
     )
     assert data.train is not None
+    if d.is_main:
+        _report_data(data, out)
     steps_per_epoch = len(data.train)
     if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {data.train.num_samples} training images")
+        images = len(getattr(data.train, "data", None) or data.train.loader.dataset)
+        raise ValueError(
+            f"batch_size={cfg.batch_size} exceeds the {images} training images"
+            f"{f' of {d.world} processes' if d.world > 1 else ''}: give a smaller --batch-size"
+        )
     num_classes = len(data.classes)
     model_kwargs = dict(cfg.model_kwargs)
     model = _build_model(cfg, num_classes, model_kwargs, d).to(d.device)
@@ -332,18 +416,31 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
 
     start_epoch, best_top1 = 1, -1.0
     resumed_history: list[dict[str, Any]] | None = None
+    partial: dict[str, Any] = {}  # a mid-epoch checkpoint's position (written on SIGINT/SIGTERM)
     if cfg.resume:
         ckpt = load_checkpoint(out / "last.pt", map_location=d.device)
         diff = _config_differences(ckpt.get("config", {}), cfg)
         if diff:
             raise ValueError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)}")
+        saved_classes = ckpt.get("classes")
+        if saved_classes and list(saved_classes) != list(data.classes):
+            raise ValueError(f"--resume: {_class_difference(saved_classes, data.classes, cfg.data_dir)}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         restore_scheduler(scheduler, ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
         start_epoch, best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
+        if start_epoch - 1 > cfg.epochs:
+            raise ValueError(
+                f"--resume: {out / 'last.pt'} has already trained {start_epoch - 1} epochs, more than "
+                f"--epochs {cfg.epochs}: give --epochs {start_epoch - 1} or more"
+            )
         resumed_history = ckpt.get("history")
+        partial = ckpt.get("partial") or {}
+        old_lr = ckpt.get("config", {}).get("lr", cfg.lr)
+        if d.is_main and old_lr != cfg.lr:
+            print(f"senet train: resumed with lr {cfg.lr:g} (the run so far used {old_lr:g})", flush=True)
 
     net: nn.Module = model
     if d.enabled:
@@ -388,8 +485,15 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
     log_every = cfg.log_interval or SYNC_STEPS * max(1, round(steps_per_epoch / (10 * SYNC_STEPS)))
     head = _classifier_params(model) if cfg.freeze_backbone_epochs else set()
     log_lines = d.is_main and not show_bar
+    lr = scheduler.get_last_lr()[0]
+    signals = ExitStack()  # SIGINT / SIGTERM: finish the step, save mid-epoch, stop (interrupt.py)
+    stop = signals.enter_context(stop_requests())
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
+            if stop:
+                raise TrainingInterrupted(
+                    f"interrupted ({stop.name}) after epoch {epoch - 1}; resume with --resume", stop.signum
+                )
             data.train.set_epoch(epoch)
             net.train()
             frozen_bn = cfg.freeze_bn_epochs and epoch > cfg.epochs - cfg.freeze_bn_epochs
@@ -402,13 +506,17 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                         m.eval()
             # Loss and correct counts add up on the device; the host reads them every SYNC_STEPS
             # steps (divergence check, progress), not every step: no stall per step on a GPU.
-            loss_acc = torch.zeros((), device=d.device)
-            correct_acc = torch.zeros((), device=d.device, dtype=torch.long)
-            window = torch.zeros((), device=d.device)
-            seen, first, first_step = 0, 0, 0
+            at = partial if partial.get("epoch") == epoch else {}
+            loss_acc = torch.tensor(at.get("loss_acc", 0.0), device=d.device)
+            correct_acc = torch.tensor(at.get("correct", 0), device=d.device, dtype=torch.long)
+            window = torch.tensor(at.get("window", 0.0), device=d.device)
+            seen, first, first_step = at.get("seen", 0), at.get("first", 0), at.get("first_step", 0)
+            lr = at.get("lr", lr)
+            skip = at.get("step", 0)  # steps this epoch already made before an interruption
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", show_bar)
-            t0 = time.perf_counter()
-            for step, (x, y) in enumerate(data.train):
+            t0 = time.perf_counter() - at.get("seconds", 0.0)
+            batches = itertools.islice(data.train, skip, None) if skip else data.train
+            for step, (x, y) in enumerate(batches, start=skip):
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for i in range(cfg.accum_steps):
@@ -434,18 +542,27 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
                 seen += len(y)
+                if stop and not d.enabled:
+                    at = dict(step=step + 1, loss_acc=float(loss_acc), window=float(window), lr=lr)
+                    at.update(correct=int(correct_acc), seen=seen, first=first, first_step=first_step)
+                    _save_interrupted(state, stop, out, epoch, best_top1, log, at, t0)
                 if (step + 1) % SYNC_STEPS and (step + 1) % log_every and step + 1 != steps_per_epoch:
                     continue
                 window_loss = float(window) / (seen - first)
                 finite = math.isfinite(window_loss)
                 if d.enabled:
-                    finite = all_reduce_sum([0.0 if finite else 1.0], d)[0] == 0
+                    flags = all_reduce_sum([0.0 if finite else 1.0, float(stop.signum)], d)
+                    finite = flags[0] == 0
+                    if flags[1] and step + 1 != steps_per_epoch:  # a rank was told to stop
+                        stop.signum = stop.signum or signal.SIGTERM
+                        at = dict(step=step + 1, loss_acc=float(loss_acc), window=float(window), lr=lr)
+                        at.update(correct=int(correct_acc), seen=seen, first=first, first_step=first_step)
+                        _save_interrupted(state, stop, out, epoch, best_top1, log, at, t0, d.is_main)
                 if not finite:
                     where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
                     raise TrainingDiverged(
                         f"loss became {window_loss} at epoch {epoch}, steps {first_step + 1}-{step + 1} "
-                        f"(lr {lr:.3g}); stopped. Last good checkpoint: {where}."
-                        " Try a lower --lr or more warm-up"
+                        f"(lr {lr:.3g}); stopped. Last good checkpoint: {where}." + _DIVERGED_ADVICE
                     )
                 loss_acc += window
                 window.zero_()
@@ -492,20 +609,19 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
                 raise TrainingDiverged(
                     f"weights became nan/inf in epoch {epoch} (lr {lr:.3g}); stopped. "
-                    f"Last good checkpoint: {where}."
-                    " Try a lower --lr or more warm-up"
+                    f"Last good checkpoint: {where}." + _DIVERGED_ADVICE
                 )
             if d.is_main:
                 assert log is not None
                 is_best = val["top1"] > best_top1
                 best_top1 = max(best_top1, val["top1"])
                 ckpt = state(epoch, best_top1, [*log.history, record])
-                # best.pt, then last.pt, then the log: a kill between any two leaves files that a
+                # The log, then best.pt, then last.pt: a kill between any two leaves files that a
                 # resumed run (from last.pt, whose history rebuilds metrics.jsonl) completes exactly.
+                log.log_epoch(record)
                 if is_best:
                     save_checkpoint(ckpt, out / "best.pt")
                 save_checkpoint(ckpt, out / "last.pt")
-                log.log_epoch(record)
                 print(
                     f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
                     f"acc {record['train_acc']:5.2f}%"
@@ -516,9 +632,11 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             else:
                 best_top1 = max(best_top1, val["top1"])
     finally:
+        signals.close()
         if log is not None:
             log.close()
     history = log.history if log is not None else []
+    final = final or (history[-1] if history else {})  # a resumed run that had already finished
     return RunResult(out, cfg.epochs, best_top1, final, history, time.perf_counter() - t_start, model)
 
 
@@ -555,23 +673,53 @@ def evaluate(
     ckpt_path = Path(str(checkpoint))
     ckpt = None if _is_url(checkpoint) else load_checkpoint(ckpt_path)
     device = pick_device()
-    if ckpt is not None and "config" in ckpt and model is None and mean is None and std is None:
+    if isinstance(ckpt, dict) and "config" in ckpt and model is None and mean is None and std is None:
         result = _evaluate_run_checkpoint(
             ckpt, data_dir, device, crop, resize, batch_size, workers, val_subset, flip
         )
     else:
-        net = load_model(ckpt if ckpt is not None else str(checkpoint), model).to(device)
+        net = load_model(str(checkpoint), model).to(device)  # errors name the file
+        _check_finite(net, str(checkpoint))
         prep = net.preprocessing.adjusted(crop=crop, resize=resize, mean=mean, std=std)
         result = _evaluate_model(net, prep, data_dir, device, batch_size, workers, val_subset, flip)
     result = {"checkpoint": str(checkpoint), **result, "data_dir": str(data_dir), "flip": flip}
     default = f"eval-{ckpt_path.stem}-{result['crop']}{'-flip' if flip else ''}.json"
     path = Path(json_path) if json_path else (ckpt_path.with_name(default) if ckpt else Path(default))
     try:
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path.write_text(json.dumps(_finite_or_none(result), indent=2, allow_nan=False) + "\n")
     except OSError as e:
         raise ValueError(f"cannot write {path}: {e.strerror or e} (pass --json PATH)") from None
     result["json"] = str(path)
     return result
+
+
+def _tell_data(notices: list[str], skipped: list[tuple[str, str]]) -> None:
+    """``senet eval``'s lines on the data: notices, and the unreadable files left out."""
+    for notice in notices:
+        print(f"senet eval: notice: {notice}", flush=True)
+    for path, reason in skipped:
+        print(f"senet eval: skipped unreadable image {path} ({reason})", flush=True)
+
+
+def _check_finite(model: nn.Module, what: str) -> None:
+    """Refuse weights holding NaN or inf: their accuracy (chance level) would be a silent lie."""
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(
+            f"{what} holds NaN/inf in {len(bad)} tensors (e.g. {bad[0]}): the weights of a diverged "
+            "run; evaluate an earlier checkpoint (best.pt) instead"
+        )
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None``: JSON has no NaN, and strict readers reject it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
 
 
 def _accuracy(m: dict[str, float], seconds: float) -> dict[str, Any]:
@@ -612,19 +760,21 @@ def _evaluate_run_checkpoint(
         eval_resize=resize if crop else (resize or cfg["eval_resize"]),
         mean=cfg["mean"],
         std=cfg["std"],
-        in_memory=cfg["in_memory"],
+        in_memory=cfg["in_memory"] and not crop,  # another crop: decode from the files
         cache_dir=cfg["cache_dir"],
         val_subset=val_subset,
         eval_batch_size=batch_size,
         workers=workers,
         device=device,
         train=False,
+        classes=ckpt.get("classes"),
     )
-    if len(data.classes) != ckpt["num_classes"]:
-        raise ValueError(
-            f"{data_dir} has {len(data.classes)} classes, the checkpoint's model {ckpt['num_classes']}"
-        )
+    _tell_data(data.notices, data.skipped)
+    saved = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
+    if len(data.classes) != ckpt["num_classes"] or (ckpt.get("classes") and saved != list(data.classes)):
+        raise ValueError(_class_difference(saved, data.classes, data_dir))
     model = load_model(ckpt).to(device)
+    _check_finite(model, "the checkpoint")
     t0 = time.perf_counter()
     m = _run_eval(model, data.val, None, Dist(device=device), False, flip=flip)
     return {
@@ -646,26 +796,23 @@ def _evaluate_model(
     flip: bool,
 ) -> dict[str, Any]:
     """``model`` on an ImageFolder split, each image prepared by ``prep`` as :func:`senet.predict` does."""
-    from ..data import folder_dataset
+    from ..data import folder_dataset, match_classes
     from ..data.datasets import find_split
     from ..predict import class_names
 
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist (check --data-dir)")
-    ds = folder_dataset(find_split(root, False), val_subset, prep.transform())
+    split = find_split(root, False)
+    recorded = getattr(model, "class_names", None)
+    label_by, notices = match_classes(list(recorded), "the weights", split) if recorded else (None, [])
+    ds = folder_dataset(split, val_subset, prep.transform(), classes=label_by)
+    _tell_data(notices, ds.skipped)
     names = class_names(model)
     if len(ds.classes) != len(names):
         raise ValueError(
             f"{root} has {len(ds.classes)} classes, the model {len(names)} outputs: these weights "
             "were trained for another class set"
-        )
-    recorded = getattr(model, "class_names", None)
-    if recorded and list(recorded) != list(ds.classes):
-        differ = [f"{a}/{b}" for a, b in zip(ds.classes, recorded, strict=True) if a != b]
-        raise ValueError(
-            f"the class folders of {root} are not the classes the weights were trained on "
-            f"(data/weights: {', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''})"
         )
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
     batches = ((x.to(device), y.to(device)) for x, y in loader)

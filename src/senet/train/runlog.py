@@ -16,7 +16,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {n} is not a JSON record ({e.msg}): {line[:60]!r}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise ValueError(f"{path} line {n} is not an epoch record: {line[:60]!r}")
+        records.append(record)
+    return records
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
@@ -64,10 +75,10 @@ class RunLog:
     ) -> None:
         """``history``: the records a resumed checkpoint carries (else those of metrics.jsonl)."""
         self.out = out
-        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.metrics_path = out / "metrics.jsonl"
         if history is None:
-            history = read_metrics(self.metrics_path)
+            history = read_metrics(self.metrics_path)  # a bad line stops here, before any write
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.history = [h for h in history if h["epoch"] < start_epoch]
         self.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
         from torch.utils.tensorboard import SummaryWriter

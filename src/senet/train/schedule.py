@@ -82,16 +82,14 @@ class LRFactor:
 
 
 def restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
-    """Load a checkpoint's scheduler position (its step count and base lrs) but keep the schedule
-    built for this run: a resumed run may be given more epochs, and the saved schedule (its old
-    length) would train them at the end-of-run lr. The optimiser's lr is reset to the current
-    schedule's value at the saved step."""
-    state = {**state, "lr_lambdas": [None] * len(scheduler.lr_lambdas)}
-    scheduler.load_state_dict(state)
-    lrs = [
-        base * fn(scheduler.last_epoch)
-        for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
-    ]
-    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
+    """Load a checkpoint's scheduler position (its step count) but keep the schedule and base lr
+    built for this run: a resumed run may be given more epochs (the saved schedule, of the old
+    length, would train them at the end-of-run lr) or a lower lr (after a divergence). The
+    optimiser's lr is set to the current schedule's value at the saved step."""
+    base_lrs = list(scheduler.base_lrs)
+    scheduler.load_state_dict({**state, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    scheduler.base_lrs = base_lrs
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, base, lr in zip(scheduler.optimizer.param_groups, base_lrs, lrs, strict=True):
+        group["initial_lr"], group["lr"] = base, lr
     scheduler._last_lr = lrs
