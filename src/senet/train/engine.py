@@ -85,6 +85,29 @@ def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
 
 
+def _position(
+    step: int,
+    loss_acc: torch.Tensor,
+    window: torch.Tensor,
+    correct: torch.Tensor,
+    seen: int,
+    first: int,
+    first_step: int,
+    lr: float,
+) -> dict[str, Any]:
+    """Where an epoch stands after ``step`` steps: what a mid-epoch checkpoint's ``partial`` holds."""
+    return dict(
+        step=step,
+        loss_acc=float(loss_acc),
+        window=float(window),
+        lr=lr,
+        correct=int(correct),
+        seen=seen,
+        first=first,
+        first_step=first_step,
+    )
+
+
 def _save_interrupted(
     state: Any,
     stop: StopRequest,
@@ -543,8 +566,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 scheduler.step()
                 seen += len(y)
                 if stop and not d.enabled:
-                    at = dict(step=step + 1, loss_acc=float(loss_acc), window=float(window), lr=lr)
-                    at.update(correct=int(correct_acc), seen=seen, first=first, first_step=first_step)
+                    at = _position(step + 1, loss_acc, window, correct_acc, seen, first, first_step, lr)
                     _save_interrupted(state, stop, out, epoch, best_top1, log, at, t0)
                 if (step + 1) % SYNC_STEPS and (step + 1) % log_every and step + 1 != steps_per_epoch:
                     continue
@@ -555,8 +577,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                     finite = flags[0] == 0
                     if flags[1] and step + 1 != steps_per_epoch:  # a rank was told to stop
                         stop.signum = stop.signum or signal.SIGTERM
-                        at = dict(step=step + 1, loss_acc=float(loss_acc), window=float(window), lr=lr)
-                        at.update(correct=int(correct_acc), seen=seen, first=first, first_step=first_step)
+                        at = _position(step + 1, loss_acc, window, correct_acc, seen, first, first_step, lr)
                         _save_interrupted(state, stop, out, epoch, best_top1, log, at, t0, d.is_main)
                 if not finite:
                     where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
