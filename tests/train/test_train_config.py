@@ -59,7 +59,8 @@ def test_imagenet_recipe_is_the_papers():
         cfg.weight_decay == 1e-4
         and cfg.image_size == 224
         and cfg.eval_resize == 256
-        and cfg.augment == "imagenet"
+        and cfg.augment == "release"  # SENET.md "Official release": rotation, crop, flip, pixel jitter
+        and cfg.sampling == "balanced"  # Sec. 6.1
     )
     assert load_config("imagenet", overrides={"batch_size": 256}).base_lr == pytest.approx(
         0.15
@@ -68,6 +69,28 @@ def test_imagenet_recipe_is_the_papers():
     assert s154.label_smoothing == 0.1 and s154.batch_size == 2048 and s154.base_lr == pytest.approx(1.0)
     assert senet.create_model("senet154").pre_logits.p == 0.2
     assert load_config("cifar-shake-shake26").cutout == 16
+    mobile = load_config("mobile")  # Table 3: batch 256, lr 0.1 /10 on plateaus, wd 4e-5, ~400 epochs
+    m = mobile
+    assert (m.batch_size, m.lr, m.schedule, m.gamma, m.weight_decay, m.epochs) == (
+        256,
+        0.1,
+        "plateau",
+        0.1,
+        4e-5,
+        400,
+    )
+    ablation = load_config("ablation")  # Sec. 7: no FC biases, plateau schedule, label smoothing
+    assert ablation.model_kwargs == {"bias": False} and ablation.schedule == "plateau"
+    assert ablation.label_smoothing > 0
+    irv2 = load_config("inception-resnet-v2")  # 299 crops from a 352 resize
+    assert (irv2.model, irv2.image_size, irv2.eval_crop, irv2.eval_resize) == (
+        "se_inception_resnet_v2",
+        299,
+        299,
+        352,
+    )
+    assert load_config("places365").sampling == "balanced"
+    assert load_config("cifar100-shake-even29").model == "se_shake_even29_2x4x64d"
 
 
 def test_config_round_trips_through_a_yaml_file(tmp_path):

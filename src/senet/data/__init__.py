@@ -30,18 +30,21 @@ from .datasets import (
     scan_folder,
     scan_split,
 )
-from .loaders import FolderLoader, MemoryLoader, epoch_generator
+from .loaders import FolderLoader, MemoryLoader
+from .sampling import SAMPLINGS, BalancedSampler, balanced_order, epoch_generator
 from .transforms import BatchAugment, Cutout, draw_augment, eval_resize_for, folder_transforms, normalize
 
 __all__ = [
     "ArrayDataset",
     "BadImageError",
+    "BalancedSampler",
     "BatchAugment",
     "Cutout",
     "Data",
     "FolderDataset",
     "FolderLoader",
     "MemoryLoader",
+    "balanced_order",
     "build_data",
     "detect_dataset",
     "draw_augment",
@@ -203,6 +206,7 @@ def build_data(
     train: bool = True,
     strict: bool = False,
     classes: Sequence[str] | None = None,
+    sampling: str = "uniform",
 ) -> Data:
     """Loaders of a data set; ``batch_size`` is per process, subsets are images per class.
 
@@ -210,8 +214,11 @@ def build_data(
     the classes the model was trained on (a checkpoint's), which the evaluation split's folders are
     labelled by (a subset is allowed and told in ``Data.notices``). Unreadable image files are
     skipped and listed in ``Data.skipped``; ``strict=True`` raises :class:`BadImageError` (a
-    ``ValueError``) naming them instead.
+    ``ValueError``) naming them instead. ``sampling="balanced"`` draws every class equally often in
+    each training epoch (Sec. 6.1, :mod:`senet.data.sampling`).
     """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling={sampling!r}: expected one of {', '.join(SAMPLINGS)}")
     root = Path(data_dir).expanduser()
     device = torch.device(device)
     if root.exists() and not root.is_dir():
@@ -253,9 +260,9 @@ def build_data(
             lut = torch.tensor([label_by.index(c) for c in ev.classes], dtype=torch.int64)
             arrays[False] = ArrayDataset(ev.images, lut[ev.labels], list(label_by), ev.skipped)
         size = arrays[False].images.shape[-1]
-        if augment == "imagenet":
+        if augment in ("imagenet", "release"):
             raise ValueError(
-                "augment: imagenet needs streamed data (in_memory: false); use augment: cifar in memory"
+                f"augment: {augment} needs streamed data (in_memory: false); use augment: cifar in memory"
             )
         pad = 4 if augment == "cifar" else 0
         common = dict(seed=seed, rank=rank, world=world, device=device)
@@ -263,7 +270,7 @@ def build_data(
         trn = None
         if train:
             aug = BatchAugment(mean, std, padding=pad, flip=augment == "cifar", cutout=cutout)
-            trn = MemoryLoader(arrays[True], batch_size, aug, True, **common)
+            trn = MemoryLoader(arrays[True], batch_size, aug, True, **common, sampling=sampling)
         if size != eval_crop and augment != "none":
             raise ValueError(
                 f"in-memory images are {size}x{size} but eval_crop is {eval_crop}; set --eval-crop {size}"
@@ -286,5 +293,8 @@ def build_data(
     for ds in datasets.values():
         ds.strict = strict
     val = FolderLoader(datasets[False], eval_batch_size, train=False, **common)
-    trn = FolderLoader(datasets[True], batch_size, train=True, **common) if train else None
+    trn = None
+    if train:
+        labels = datasets[True].targets
+        trn = FolderLoader(datasets[True], batch_size, train=True, **common, sampling=sampling, labels=labels)
     return Data(trn, val, list(datasets[train].classes), skipped, notices)

@@ -16,7 +16,7 @@ and are told the epoch with ``set_epoch`` so that every epoch's order and augmen
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,19 +24,19 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from torch.utils.data.distributed import DistributedSampler
 
 from .datasets import ArrayDataset, BadImageError
+from .sampling import BalancedSampler, balanced_order, epoch_generator
 from .transforms import BatchAugment, draw_augment
 
 __all__ = ["FolderLoader", "MemoryLoader", "epoch_generator"]
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The random stream of one epoch: the same for every process and every resumption."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
 @dataclass
 class MemoryLoader:
-    """Batches of an in-memory split; ``batch_size`` is per process."""
+    """Batches of an in-memory split; ``batch_size`` is per process.
+
+    ``sampling="balanced"`` orders a training epoch by :func:`~senet.data.sampling.balanced_order`
+    (every class drawn equally often, Sec. 6.1) instead of a uniform shuffle.
+    """
 
     data: ArrayDataset
     batch_size: int
@@ -47,6 +47,7 @@ class MemoryLoader:
     world: int = 1
     device: torch.device = torch.device("cpu")
     epoch: int = 0
+    sampling: str = "uniform"
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,7 +81,11 @@ class MemoryLoader:
             return
         g = epoch_generator(self.seed, self.epoch)
         n = len(self.data)
-        perm = torch.randperm(n, generator=g)
+        perm = (
+            balanced_order(self.data.labels, g)
+            if self.sampling == "balanced"
+            else torch.randperm(n, generator=g)
+        )
         draws = draw_augment(n, tuple(self.data.images.shape[-2:]), self.augment.padding, g)
         global_batch = self.batch_size * self.world
         for k in range(len(self)):
@@ -91,7 +96,12 @@ class MemoryLoader:
 
 
 class FolderLoader:
-    """A ``DataLoader`` over a streamed data set, sharded with ``DistributedSampler`` on many ranks."""
+    """A ``DataLoader`` over a streamed data set, sharded with ``DistributedSampler`` on many ranks.
+
+    ``sampling="balanced"`` (training only) draws every class equally often per epoch with a
+    :class:`~senet.data.sampling.BalancedSampler`, which also shards the epoch over the ranks.
+    ``labels`` are then the dataset's sample labels.
+    """
 
     def __init__(
         self,
@@ -104,12 +114,17 @@ class FolderLoader:
         rank: int = 0,
         world: int = 1,
         device: torch.device | str = "cpu",
+        sampling: str = "uniform",
+        labels: Sequence[int] = (),
     ) -> None:
         device = torch.device(device)
         self.seed, self.device, self.train = seed, device, train
         self.generator = torch.Generator()
-        if world > 1:
-            self.sampler: DistributedSampler | RandomSampler | SequentialSampler = DistributedSampler(
+        self.sampler: BalancedSampler | DistributedSampler | RandomSampler | SequentialSampler
+        if train and sampling == "balanced":
+            self.sampler = BalancedSampler(labels, batch_size, seed=seed, rank=rank, world=world)
+        elif world > 1:
+            self.sampler = DistributedSampler(
                 dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed, drop_last=train
             )
         elif train:
@@ -129,7 +144,7 @@ class FolderLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed * 1_000_003 + epoch)
-        if isinstance(self.sampler, DistributedSampler):
+        if isinstance(self.sampler, (DistributedSampler, BalancedSampler)):
             self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:

@@ -3,6 +3,10 @@
 * ImageNet (Sec. 6.1 / the paper's recipe): random-size crop (scale 8%-100%, aspect ratio 3/4-4/3)
   to 224 (299, 320), horizontal flip, per-channel mean/std normalisation; evaluation resizes the
   short side to ``crop * 256 / 224`` and takes the centre crop.
+* The official release's training augmentation (``augment: release``, SENET.md "Official release"):
+  rotation by -10..10 degrees, the same random-size crop, flip, pixel jitter -20..20 and the
+  per-channel normalisation. "Pixel jitter" is read as a uniform integer offset in -20..20 grey
+  levels added to each channel of the image (one draw per image and channel, clipped to 0..255).
 * CIFAR (Sec. 5.1): "randomly horizontally flipped and zero-padded on each side with four pixels
   before taking a random 32 x 32 crop. Mean and standard deviation normalisation is also applied",
   plus Cutout (16x16, DeVries & Taylor 2017) for the Shake-Shake recipe.
@@ -26,11 +30,18 @@ __all__ = [
     "AugmentDraws",
     "BatchAugment",
     "Cutout",
+    "PixelJitter",
+    "RELEASE_JITTER",
+    "RELEASE_ROTATION",
     "draw_augment",
     "eval_resize_for",
     "folder_transforms",
     "normalize",
 ]
+
+
+RELEASE_ROTATION = 10.0  # degrees, either way
+RELEASE_JITTER = 20  # grey levels, either way
 
 
 def eval_resize_for(crop: int, resize: int = 0) -> int:
@@ -142,6 +153,24 @@ class Cutout(nn.Module):
         return x
 
 
+class PixelJitter(nn.Module):
+    """Add a uniform integer offset in ``-amount..amount`` to each channel of a uint8 image (the
+    release's "pixel jitter"), clipped to 0..255."""
+
+    def __init__(self, amount: int = RELEASE_JITTER) -> None:
+        super().__init__()
+        self.amount = amount
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            raise TypeError(f"PixelJitter takes uint8 images (before ToDtype), got {x.dtype}")
+        shift = torch.randint(-self.amount, self.amount + 1, (x.shape[-3], 1, 1), dtype=torch.int16)
+        return (x.to(torch.int16) + shift).clamp_(0, 255).to(torch.uint8)
+
+    def extra_repr(self) -> str:
+        return f"amount={self.amount}"
+
+
 def folder_transforms(
     augment: str,
     *,
@@ -156,14 +185,17 @@ def folder_transforms(
 ) -> v2.Compose:
     """Per-image transforms (PIL in, normalised float tensor out) for streamed ImageFolder data."""
     tail: list[nn.Module] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if augment == "imagenet":
+    if augment in ("imagenet", "release"):
         if train:
-            head: list[nn.Module] = [
-                v2.RandomResizedCrop(
-                    image_size, scale=(scale_min, 1.0), ratio=(3 / 4, 4 / 3), antialias=True
-                ),
-                v2.RandomHorizontalFlip(),
-            ]
+            crop = v2.RandomResizedCrop(
+                image_size, scale=(scale_min, 1.0), ratio=(3 / 4, 4 / 3), antialias=True
+            )
+            head: list[nn.Module] = [crop, v2.RandomHorizontalFlip()]
+            if augment == "release":  # rotate the whole image first: fewer empty corners in the crop
+                head.insert(
+                    0, v2.RandomRotation(RELEASE_ROTATION, interpolation=v2.InterpolationMode.BILINEAR)
+                )
+                tail.insert(1, PixelJitter(RELEASE_JITTER))
         else:
             head = [
                 v2.Resize(eval_resize_for(eval_crop, eval_resize), antialias=True),

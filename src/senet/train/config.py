@@ -21,12 +21,14 @@ from typing import Any
 
 import yaml
 
+from ..data.sampling import SAMPLINGS
+
 __all__ = ["Config", "list_recipes", "load_config", "recipe_path"]
 
 AMPS = ("none", "bf16", "fp16", "auto")
-AUGMENTS = ("cifar", "imagenet", "none")
+AUGMENTS = ("cifar", "imagenet", "release", "none")
 DATASETS = ("auto", "folder", "cifar10", "cifar100")
-SCHEDULES = ("step", "multistep", "cosine", "onecycle", "constant")
+SCHEDULES = ("step", "multistep", "cosine", "onecycle", "constant", "plateau")
 WARMUPS = ("linear", "constant")
 MAX_EPOCHS = 100_000  # more is a typo (1e12 would run for ever); the paper's longest schedule is ~400
 
@@ -84,6 +86,9 @@ class Config:
     train_subset: int = _opt(0, "training images per class (0: all)")
     val_subset: int = _opt(0, "evaluation images per class (0: all)")
     workers: int = _opt(2, "image-decoding worker processes for streamed data")
+    sampling: str = _opt(
+        "uniform", "training order: uniform shuffle, or balanced (every class drawn equally often, Sec. 6.1)"
+    )
     strict_data: bool = _opt(False, "refuse a data set with unreadable images (default: skip and list them)")
     # optimisation
     epochs: int = _opt(15, "training epochs (may grow on --resume)")
@@ -98,12 +103,18 @@ class Config:
     schedule: str = _opt("step", f"lr schedule: {', '.join(SCHEDULES)}")
     step_size: int = _opt(30, "epochs between two lr decays (schedule: step)")
     milestones: list[int] = _opt([], "epochs at which lr decays (schedule: multistep)")
-    gamma: float = _opt(0.1, "lr decay factor (step / multistep)")
+    gamma: float = _opt(0.1, "lr decay factor (step / multistep / plateau)")
+    plateau_patience: int = _opt(
+        10, "epochs without a lower validation loss before the lr decays (schedule: plateau)"
+    )
     warmup_epochs: float = _opt(0.0, "warm-up length, epochs (at most a fifth of the run is used)")
     warmup: str = _opt("linear", f"warm-up shape: {', '.join(WARMUPS)}")
     warmup_factor: float = _opt(0.1, "lr factor at the start of the warm-up (constant: throughout)")
     final_lr_factor: float = _opt(0.0, "lr factor at the end of a cosine / onecycle schedule")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    ema_decay: float = _opt(
+        0.0, "exponential moving average of the weights, decay per step (0: off; e.g. 0.9998)"
+    )
     freeze_bn_epochs: int = _opt(0, "last epochs with BN statistics and parameters frozen")
     freeze_params: list[str] = _opt([], "parameter-name patterns never trained, e.g. '*.se.*'")
     freeze_backbone_epochs: int = _opt(0, "first epochs training the classifier only (fine-tuning)")
@@ -172,6 +183,7 @@ class Config:
             ("augment", AUGMENTS),
             ("dataset", DATASETS),
             ("schedule", SCHEDULES),
+            ("sampling", SAMPLINGS),
             ("warmup", WARMUPS),
         ):
             need(
@@ -204,6 +216,8 @@ class Config:
         need(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         need(0 < self.gamma <= 1, f"gamma={self.gamma} must be in (0, 1]")
         need(self.step_size >= 1, f"step_size={self.step_size} must be >= 1")
+        need(self.plateau_patience >= 0, f"plateau_patience={self.plateau_patience} must be >= 0")
+        need(0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay} must be in [0, 1) (0: off)")
         need(all(m >= 1 for m in self.milestones), f"milestones={self.milestones} must be epochs >= 1")
         need(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must be >= 0")
         need(0 < self.warmup_factor <= 1, f"warmup_factor={self.warmup_factor} must be in (0, 1]")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..data import build_data
 from ..models import create_model, model_info
@@ -39,7 +40,7 @@ from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, s
 from .interrupt import StopRequest, TrainingInterrupted, stop_requests
 from .locks import exclusive
 from .runlog import RunLog
-from .schedule import LRFactor, restore_scheduler
+from .schedule import LRFactor, PlateauDecay, restore_scheduler
 
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_amp", "train"]
 
@@ -269,6 +270,14 @@ def _build_model(cfg: Config, num_classes: int, model_kwargs: dict[str, Any], d:
     return model
 
 
+def _ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and BN statistics (``ema_decay`` > 0),
+    updated after every optimiser step and evaluated beside the raw model; None when off."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _classifier_params(model: nn.Module) -> set[int]:
     """ids of the classifier's parameters (``model.fc``, every family's last layer)."""
     fc = getattr(model, "fc", None)
@@ -398,6 +407,7 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
         world=d.world,
         device=d.device,
         strict=cfg.strict_data,
+        sampling=cfg.sampling,
     )
     assert data.train is not None
     if d.is_main:
@@ -435,7 +445,13 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
     )
     factor = LRFactor.from_config(cfg, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    plateau = (
+        PlateauDecay(optimizer, factor, cfg.gamma, cfg.plateau_patience)
+        if cfg.schedule == "plateau"
+        else None
+    )
     scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
+    ema = _ema(model, cfg.ema_decay)
 
     start_epoch, best_top1 = 1, -1.0
     resumed_history: list[dict[str, Any]] | None = None
@@ -450,6 +466,11 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             raise ValueError(f"--resume: {_class_difference(saved_classes, data.classes, cfg.data_dir)}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if plateau is not None:
+            plateau.load_state_dict(ckpt["plateau"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+            ema.n_averaged.fill_(int(ckpt["ema_steps"]))
         restore_scheduler(scheduler, ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
@@ -489,6 +510,8 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
+            **({"plateau": plateau.state_dict()} if plateau is not None else {}),
+            **({"ema": ema.module.state_dict(), "ema_steps": int(ema.n_averaged)} if ema is not None else {}),
             "epoch": epoch,
             "best_top1": best,
             "rng": capture_rng(),
@@ -562,6 +585,8 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update_parameters(model)
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
                 seen += len(y)
@@ -608,7 +633,11 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
             loss_sum, correct, seen = all_reduce_sum([float(loss_acc), int(correct_acc), seen], d)
             broadcast_buffers(model, d)
             t1 = time.perf_counter()
-            val = _run_eval(unwrap(net), data.val, cfg if cfg.amp != "none" else None, d, cfg.channels_last)
+            amp_cfg = cfg if cfg.amp != "none" else None
+            val = _run_eval(unwrap(net), data.val, amp_cfg, d, cfg.channels_last)
+            ema_val = (
+                _run_eval(ema.module, data.val, amp_cfg, d, cfg.channels_last) if ema is not None else {}
+            )
             record = {
                 "epoch": epoch,
                 "train_loss": loss_sum / seen,
@@ -620,7 +649,14 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 "seconds": train_seconds,
                 "eval_seconds": time.perf_counter() - t1,
                 "images_per_s": seen / train_seconds,
+                **{f"ema_val_{k}": ema_val[k] for k in ("loss", "top1", "top5") if k in ema_val},
             }
+            if plateau is not None and plateau.step(val["loss"]) and d.is_main:
+                print(
+                    f"senet train: validation loss {val['loss']:.4f} has not improved for "
+                    f"{cfg.plateau_patience + 1} epoch(s): lr x{cfg.gamma:g} from the next step",
+                    flush=True,
+                )
             final = record
             if not all(
                 bool(torch.isfinite(t).all())
@@ -646,7 +682,9 @@ def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) ->
                 print(
                     f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
                     f"acc {record['train_acc']:5.2f}%"
-                    f"  val top-1 {val['top1']:5.2f}% top-5 {val['top5']:5.2f}%  lr {lr:.4g}"
+                    f"  val top-1 {val['top1']:5.2f}% top-5 {val['top5']:5.2f}%"
+                    + (f" (EMA {ema_val['top1']:5.2f}%)" if ema_val else "")
+                    + f"  lr {lr:.4g}"
                     f"  {train_seconds:.1f}s  {record['images_per_s']:.0f} img/s",
                     flush=True,
                 )

@@ -2,7 +2,9 @@
 
 One picklable callable (:class:`LRFactor`) serves ``torch.optim.lr_scheduler.LambdaLR`` for every
 recipe: the paper's step decay (ImageNet: /10 every 30 epochs), multi-step decay (ResNet-110/164,
-WRN), cosine (Shake-Shake) and a one-cycle triangle for short runs, each with an optional warm-up
+WRN), cosine (Shake-Shake), a one-cycle triangle for short runs and "divide by 10 when the
+validation loss plateaus" (Table 3's mobile networks, the ablation recipe: :class:`PlateauDecay`,
+torch's ``ReduceLROnPlateau`` deciding, the factor holding the result), each with an optional warm-up
 (linear, or constant as ResNet-110's 0.01 warm-up). Its state is plain numbers, so the scheduler's
 ``state_dict`` loads with ``torch.load(weights_only=True)``.
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MAX_WARMUP_FRACTION", "LRFactor", "restore_scheduler"]
+__all__ = ["MAX_WARMUP_FRACTION", "LRFactor", "PlateauDecay", "restore_scheduler"]
 
 MAX_WARMUP_FRACTION = 0.2
 
@@ -44,6 +46,7 @@ class LRFactor:
         self.warmup_epochs = min(warmup_epochs, MAX_WARMUP_FRACTION * epochs)
         self.warmup, self.warmup_factor = warmup, warmup_factor
         self.final_lr_factor = final_lr_factor
+        self.scale = 1.0  # the decays PlateauDecay made so far (schedule: plateau)
 
     @classmethod
     def from_config(cls, cfg: Any, steps_per_epoch: int) -> LRFactor:
@@ -62,6 +65,9 @@ class LRFactor:
         )
 
     def __call__(self, step: int) -> float:
+        return self.scale * self._shape(step)
+
+    def _shape(self, step: int) -> float:
         t = step / self.steps_per_epoch  # epochs done, as a float
         if t < self.warmup_epochs:
             if self.warmup == "constant":
@@ -72,7 +78,7 @@ class LRFactor:
             return self.gamma ** (done // self.step_size)
         if self.schedule == "multistep":
             return self.gamma ** sum(done >= m for m in self.milestones)
-        if self.schedule == "constant":
+        if self.schedule in ("constant", "plateau"):
             return 1.0
         p = min(1.0, (t - self.warmup_epochs) / max(1e-9, self.epochs - self.warmup_epochs))
         lo = self.final_lr_factor
@@ -93,3 +99,42 @@ def restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[
     for group, base, lr in zip(scheduler.optimizer.param_groups, base_lrs, lrs, strict=True):
         group["initial_lr"], group["lr"] = base, lr
     scheduler._last_lr = lrs
+
+
+class PlateauDecay:
+    """``schedule: plateau``: the lr times ``gamma`` after ``patience`` epochs without a lower
+    validation loss (torch's ``ReduceLROnPlateau`` decides; paper Table 3 and Sec. 7's recipe).
+
+    The decision is kept in ``factor.scale``, so the per-step :class:`LRFactor` (and its warm-up)
+    stays the one source of the lr. Its state goes into the checkpoint (:meth:`state_dict`).
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, factor: LRFactor, gamma: float, patience: int
+    ) -> None:
+        self.factor = factor
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=gamma,
+            patience=patience,
+            eps=0.0,  # every decision applies
+        )
+
+    def step(self, val_loss: float) -> bool:
+        """Record an epoch's validation loss; True when the lr was decayed."""
+        group = self.plateau.optimizer.param_groups[0]
+        before = group["lr"]
+        self.plateau.step(val_loss)
+        if group["lr"] < before:
+            self.factor.scale *= group["lr"] / before
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plateau": self.plateau.state_dict(), "scale": self.factor.scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore before :func:`restore_scheduler`, which sets the lr from the factor."""
+        self.plateau.load_state_dict(state["plateau"])
+        self.factor.scale = float(state["scale"])
