@@ -17,9 +17,9 @@ MAJOR, MINOR = 200, 20  # 10:1 imbalance: class 0 has 200 images, the nine other
 def imbalanced(cifar10_jpeg, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("imbalanced")
     classes = sorted(p for p in (cifar10_jpeg / "train").iterdir() if p.is_dir())
-    for split, counts in (("train", None), ("test", 5)):
+    for split, counts in (("train", (MAJOR, MINOR)), ("test", (6, 5))):  # 51 test images
         for i, cls in enumerate(classes):
-            n = counts or (MAJOR if i == 0 else MINOR)
+            n = counts[0] if i == 0 else counts[1]
             (root / split / cls.name).mkdir(parents=True)
             for f in sorted(cls.iterdir())[:n]:
                 (root / split / cls.name / f.name).symlink_to(f)
@@ -112,3 +112,17 @@ def test_sampler_shards_are_disjoint_positions_of_one_order():
 def test_unknown_sampling_is_refused(imbalanced):
     with pytest.raises(ValueError, match="sampling='weighted'.*uniform, balanced"):
         _data(imbalanced, True, "weighted")
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memory", "streamed"])
+def test_evaluation_shards_count_every_image_once(imbalanced, in_memory):
+    """Two processes evaluate 51 images as 25 + 26: no image repeated to even out the shares (torch's
+    DistributedSampler would, and the accuracy would count it twice)."""
+    for per_class, total in ((0, 51), (5, 50)):
+        kw = dict(augment="none", in_memory=in_memory, cache_dir="", workers=0, eval_batch_size=7)
+        one = build_data(imbalanced, val_subset=per_class, **kw).val
+        ranks = [build_data(imbalanced, val_subset=per_class, rank=r, world=2, **kw).val for r in (0, 1)]
+        labels = torch.cat([y for _, y in one])
+        shards = [torch.cat([y for _, y in r]) for r in ranks]
+        assert sum(r.num_samples for r in ranks) == one.num_samples == len(labels) == total
+        assert torch.equal(torch.cat(shards), labels)

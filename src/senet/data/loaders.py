@@ -9,7 +9,9 @@ and are told the epoch with ``set_epoch`` so that every epoch's order and augmen
   drawn for the whole epoch in the global order; N processes thus train on exactly the global
   batches a single process with the same global batch sees.
 * :class:`FolderLoader` (files streamed): a torch ``DataLoader`` with worker processes and, on
-  many processes, a :class:`~torch.utils.data.distributed.DistributedSampler`. An unreadable file
+  many processes, a :class:`~torch.utils.data.distributed.DistributedSampler` for training and a
+  contiguous share of the files for evaluation (DistributedSampler would repeat images to even out
+  the shares, and the accuracy would count them twice). An unreadable file
   refused in a worker (strict mode) reaches the caller as a one-line :class:`BadImageError`.
 """
 
@@ -120,13 +122,16 @@ class FolderLoader:
         device = torch.device(device)
         self.seed, self.device, self.train = seed, device, train
         self.generator = torch.Generator()
-        self.sampler: BalancedSampler | DistributedSampler | RandomSampler | SequentialSampler
+        self.sampler: BalancedSampler | DistributedSampler | RandomSampler | SequentialSampler | range
         if train and sampling == "balanced":
             self.sampler = BalancedSampler(labels, batch_size, seed=seed, rank=rank, world=world)
-        elif world > 1:
+        elif world > 1 and train:
             self.sampler = DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed, drop_last=train
+                dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
             )
+        elif world > 1:  # evaluation: a contiguous share each, no padding (every image counted once)
+            n = len(dataset)  # type: ignore[arg-type]
+            self.sampler = range(n * rank // world, n * (rank + 1) // world)
         elif train:
             self.sampler = RandomSampler(dataset, generator=self.generator)
         else:
