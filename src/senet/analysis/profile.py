@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..devices import pick_device
 from ..se import SEBlock
 
 __all__ = [
@@ -158,21 +159,6 @@ def overhead_pct(se_value: float | None, plain_value: float | None) -> float | N
     if se_value is None or not plain_value:
         return None
     return 100.0 * (se_value - plain_value) / plain_value
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if it can be used, else a one-line error; ``None`` picks CUDA when present, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}: use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available on this machine: use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r} is not supported: use cpu or cuda")
-    return dev
 
 
 # Lines the profiler's native library (kineto) prints on stderr at every start and stop.

@@ -9,13 +9,14 @@ the training classes, mapped by name and told in :attr:`Data.notices`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..preprocessing import CIFAR10_MEAN, CIFAR10_STD
 from .datasets import (
     ArrayDataset,
     BadImageError,
@@ -46,6 +47,7 @@ __all__ = [
     "MemoryLoader",
     "balanced_order",
     "build_data",
+    "build_data_from_config",
     "detect_dataset",
     "draw_augment",
     "epoch_generator",
@@ -59,10 +61,6 @@ __all__ = [
     "scan_folder",
 ]
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Loader = MemoryLoader | FolderLoader
 
@@ -190,8 +188,8 @@ def build_data(
     eval_resize: int = 0,
     scale_min: float = 0.08,
     cutout: int = 0,
-    mean: Sequence[float] = CIFAR_MEAN,
-    std: Sequence[float] = CIFAR_STD,
+    mean: Sequence[float] = CIFAR10_MEAN,
+    std: Sequence[float] = CIFAR10_STD,
     in_memory: bool = True,
     cache_dir: str | None = "~/.cache/senet",
     train_subset: int = 0,
@@ -298,3 +296,24 @@ def build_data(
         labels = datasets[True].targets
         trn = FolderLoader(datasets[True], batch_size, train=True, **common, sampling=sampling, labels=labels)
     return Data(trn, val, list(datasets[train].classes), skipped, notices)
+
+
+#: Fields of a run's config (``senet.train.Config``) that :func:`build_data` takes under their own name.
+CONFIG_FIELDS = (
+    "dataset", "download", "augment", "image_size", "eval_crop", "eval_resize", "scale_min", "cutout",
+    "mean", "std", "in_memory", "cache_dir", "train_subset", "val_subset", "eval_batch_size", "workers",
+    "seed", "sampling",
+)  # fmt: skip
+
+
+def build_data_from_config(fields: Mapping[str, Any], **changes: Any) -> Data:
+    """:func:`build_data` with the data fields of a run's config -- a ``Config.to_dict()`` or the
+    config saved in a checkpoint (an older one may lack newer fields: their defaults apply) --
+    and ``changes`` (e.g. ``batch_size`` per process, ``rank``, ``device``, ``data_dir``) on top."""
+    kw: dict[str, Any] = {k: fields[k] for k in CONFIG_FIELDS if k in fields}
+    kw["strict"] = bool(fields.get("strict_data", False))
+    kw.update(changes)
+    data_dir = kw.pop("data_dir", fields.get("data_dir"))
+    if not data_dir:
+        raise ValueError("no data folder: pass --data-dir PATH (an ImageFolder tree or torchvision's CIFAR)")
+    return build_data(data_dir, **kw)

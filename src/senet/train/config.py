@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ..data.sampling import SAMPLINGS
+from ..preprocessing import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = ["Config", "list_recipes", "load_config", "recipe_path"]
 
@@ -79,8 +80,8 @@ class Config:
     eval_resize: int = _opt(0, "evaluation short side before the crop, pixels (0: crop * 256/224)")
     scale_min: float = _opt(0.08, "smallest area fraction of the random-size crop (augment: imagenet)")
     cutout: int = _opt(0, "Cutout square side, pixels (0: off)")
-    mean: list[float] = _opt([0.4914, 0.4822, 0.4465], "per-channel R G B mean of [0, 1] pixels")
-    std: list[float] = _opt([0.2470, 0.2435, 0.2616], "per-channel R G B std of [0, 1] pixels")
+    mean: list[float] = _opt(list(CIFAR10_MEAN), "per-channel R G B mean of [0, 1] pixels")
+    std: list[float] = _opt(list(CIFAR10_STD), "per-channel R G B std of [0, 1] pixels")
     in_memory: bool = _opt(True, "decode every image once into memory (small images of one size)")
     cache_dir: str = _opt("~/.cache/senet", "where decoded in-memory data sets are cached ('' : no cache)")
     train_subset: int = _opt(0, "training images per class (0: all)")

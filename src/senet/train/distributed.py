@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import pick_device
+
 __all__ = ["Dist", "all_reduce_sum", "broadcast_buffers", "pick_device", "setup", "teardown"]
 
 
@@ -32,19 +34,12 @@ class Dist:
         return self.world > 1
 
 
-def pick_device(local_rank: int = 0) -> torch.device:
-    """CUDA (this process's GPU) when there is one, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def setup() -> Dist:
     """Join the torchrun process group if the environment names one (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(local_rank)
+    device = pick_device(local_rank=local_rank)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -30,14 +30,14 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..data import build_data
+from ..data import build_data_from_config
 from ..models import create_model, model_info
 from ..preprocessing import Preprocessing
 from ..weights import checkpoint_metadata, load_model, remove_stale_temporaries
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
 from .config import RESUMABLE_CHANGES, Config
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
-from .interrupt import StopRequest, TrainingInterrupted, stop_requests
+from .interrupt import TrainingInterrupted, stop_requests
 from .locks import exclusive
 from .runlog import RunLog
 from .schedule import LRFactor, PlateauDecay, restore_scheduler
@@ -84,55 +84,6 @@ def _check_out(out: Path, cfg: Config, d: Dist) -> None:
 def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
     now = cfg.to_dict()
     return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
-
-
-def _position(
-    step: int,
-    loss_acc: torch.Tensor,
-    window: torch.Tensor,
-    correct: torch.Tensor,
-    seen: int,
-    first: int,
-    first_step: int,
-    lr: float,
-) -> dict[str, Any]:
-    """Where an epoch stands after ``step`` steps: what a mid-epoch checkpoint's ``partial`` holds."""
-    return dict(
-        step=step,
-        loss_acc=float(loss_acc),
-        window=float(window),
-        lr=lr,
-        correct=int(correct),
-        seen=seen,
-        first=first,
-        first_step=first_step,
-    )
-
-
-def _save_interrupted(
-    state: Any,
-    stop: StopRequest,
-    out: Path,
-    epoch: int,
-    best: float,
-    log: RunLog | None,
-    at: dict[str, Any],
-    t0: float,
-    is_main: bool = True,
-) -> None:
-    """Write the mid-epoch ``last.pt`` of a run told to stop and raise :class:`TrainingInterrupted`.
-
-    The checkpoint is that of epoch ``epoch - 1`` plus ``partial``: the steps made in ``epoch`` and
-    the epoch's running sums, so ``--resume`` continues the epoch bit for bit."""
-    at = {**at, "epoch": epoch, "seconds": time.perf_counter() - t0}
-    if is_main:
-        ckpt = state(epoch - 1, best, list(log.history) if log is not None else [])
-        save_checkpoint({**ckpt, "partial": at}, out / "last.pt")
-    raise TrainingInterrupted(
-        f"interrupted ({stop.name}) at epoch {epoch} step {at['step']}; saved {out / 'last.pt'}: resume "
-        f"with --resume (it continues from that step; last complete epoch: {epoch - 1})",
-        stop.signum,
-    )
 
 
 def _class_difference(saved: list[str], now: list[str], data_dir: Any) -> str:
@@ -371,332 +322,420 @@ def _train(cfg: Config, d: Dist) -> RunResult:
     if d.is_main:
         _check_out(out, cfg, d)
     with _run_lock(out, d):
-        return _train_locked(cfg, d, out, info, t_start)
+        trainer = _Trainer(cfg, d, out, info)
+        if cfg.resume:
+            trainer.resume()
+        return trainer.run(t_start)
 
 
-def _train_locked(cfg: Config, d: Dist, out: Path, info: Any, t_start: float) -> RunResult:
-    if d.is_main and remove_stale_temporaries(out):
-        print(f"senet train: removed the temporary files of an interrupted save in {out}", flush=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+@dataclass
+class _Epoch:
+    """The running sums of the epoch in progress; ``partial`` of a mid-epoch checkpoint restores them.
 
-    per_rank = cfg.batch_size // d.world
-    data = build_data(
-        cfg.data_dir,
-        dataset=cfg.dataset,
-        download=cfg.download and d.is_main,
-        augment=cfg.augment,
-        image_size=cfg.image_size,
-        eval_crop=cfg.eval_crop,
-        eval_resize=cfg.eval_resize,
-        scale_min=cfg.scale_min,
-        cutout=cfg.cutout,
-        mean=cfg.mean,
-        std=cfg.std,
-        in_memory=cfg.in_memory,
-        cache_dir=cfg.cache_dir,
-        train_subset=cfg.train_subset,
-        val_subset=cfg.val_subset,
-        batch_size=per_rank,
-        eval_batch_size=cfg.eval_batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        rank=d.rank,
-        world=d.world,
-        device=d.device,
-        strict=cfg.strict_data,
-        sampling=cfg.sampling,
-    )
-    assert data.train is not None
-    if d.is_main:
-        _report_data(data, out)
-    steps_per_epoch = len(data.train)
-    if steps_per_epoch == 0:
-        images = len(getattr(data.train, "data", None) or data.train.loader.dataset)
-        raise ValueError(
-            f"batch_size={cfg.batch_size} exceeds the {images} training images"
-            f"{f' of {d.world} processes' if d.world > 1 else ''}: give a smaller --batch-size"
+    Loss and correct counts add up on the device; the host reads them every ``SYNC_STEPS`` steps
+    (divergence check, progress), not every step: no stall per step on a GPU.
+    """
+
+    number: int
+    loss_acc: torch.Tensor
+    correct: torch.Tensor
+    window: torch.Tensor  # loss summed since the last read
+    seen: int = 0
+    first: int = 0  # images seen at the start of the window
+    first_step: int = 0
+    lr: float = 0.0
+    skip: int = 0  # steps made before an interruption
+    t0: float = 0.0
+
+    @classmethod
+    def start(cls, number: int, at: dict[str, Any], lr: float, device: torch.device) -> _Epoch:
+        """Epoch ``number``, continued from a mid-epoch checkpoint's position ``at`` (or fresh)."""
+        return cls(
+            number,
+            loss_acc=torch.tensor(at.get("loss_acc", 0.0), device=device),
+            correct=torch.tensor(at.get("correct", 0), device=device, dtype=torch.long),
+            window=torch.tensor(at.get("window", 0.0), device=device),
+            seen=at.get("seen", 0),
+            first=at.get("first", 0),
+            first_step=at.get("first_step", 0),
+            lr=at.get("lr", lr),
+            skip=at.get("step", 0),
+            t0=time.perf_counter() - at.get("seconds", 0.0),
         )
-    num_classes = len(data.classes)
-    model_kwargs = dict(cfg.model_kwargs)
-    model = _build_model(cfg, num_classes, model_kwargs, d).to(d.device)
-    model.class_names = list(data.classes)
-    model.preprocessing = Preprocessing(
-        mean=tuple(cfg.mean),
-        std=tuple(cfg.std),
-        input_size=(3, cfg.eval_crop, cfg.eval_crop),
-        crop_fraction=cfg.eval_crop / (cfg.eval_resize or cfg.eval_crop),
-    )
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.sync_bn and d.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    bn_params = _bn_params(model)
-    _freeze(model, cfg.freeze_params)
 
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.base_lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
-    factor = LRFactor.from_config(cfg, steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    plateau = (
-        PlateauDecay(optimizer, factor, cfg.gamma, cfg.plateau_patience)
-        if cfg.schedule == "plateau"
-        else None
-    )
-    scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
-    ema = _ema(model, cfg.ema_decay)
+    def position(self, step: int) -> dict[str, Any]:
+        """Where the epoch stands after ``step`` steps: what a mid-epoch checkpoint's ``partial`` holds."""
+        return dict(
+            step=step,
+            loss_acc=float(self.loss_acc),
+            window=float(self.window),
+            lr=self.lr,
+            correct=int(self.correct),
+            seen=self.seen,
+            first=self.first,
+            first_step=self.first_step,
+            epoch=self.number,
+            seconds=time.perf_counter() - self.t0,
+        )
 
-    start_epoch, best_top1 = 1, -1.0
-    resumed_history: list[dict[str, Any]] | None = None
-    partial: dict[str, Any] = {}  # a mid-epoch checkpoint's position (written on SIGINT/SIGTERM)
-    if cfg.resume:
-        ckpt = load_checkpoint(out / "last.pt", map_location=d.device)
+
+class _Trainer:
+    """One run of :func:`train`, in the steps a reader thinks of: setup (``__init__``: data, model,
+    optimiser, schedule, scaler, EMA), :meth:`resume`, then for every epoch :meth:`train_epoch`,
+    :meth:`evaluate_epoch` and :meth:`save_epoch`. The divergence check lives in :meth:`_diverged`."""
+
+    def __init__(self, cfg: Config, d: Dist, out: Path, info: Any) -> None:
+        self.cfg, self.d, self.out, self.info = cfg, d, out, info
+        if d.is_main and remove_stale_temporaries(out):
+            print(f"senet train: removed the temporary files of an interrupted save in {out}", flush=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.per_rank = cfg.batch_size // d.world
+        self.data = build_data_from_config(
+            cfg.to_dict(),
+            download=cfg.download and d.is_main,
+            batch_size=self.per_rank,
+            rank=d.rank,
+            world=d.world,
+            device=d.device,
+        )
+        assert self.data.train is not None
+        if d.is_main:
+            _report_data(self.data, out)
+        self.steps_per_epoch = len(self.data.train)
+        if self.steps_per_epoch == 0:
+            images = len(getattr(self.data.train, "data", None) or self.data.train.loader.dataset)
+            raise ValueError(
+                f"batch_size={cfg.batch_size} exceeds the {images} training images"
+                f"{f' of {d.world} processes' if d.world > 1 else ''}: give a smaller --batch-size"
+            )
+        self.model_kwargs = dict(cfg.model_kwargs)
+        self.model = self._model()
+        self.bn_params = _bn_params(self.model)
+        _freeze(self.model, cfg.freeze_params)
+        self.optimizer = torch.optim.SGD(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.base_lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+        self.factor = LRFactor.from_config(cfg, self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.factor)
+        self.plateau = (
+            PlateauDecay(self.optimizer, self.factor, cfg.gamma, cfg.plateau_patience)
+            if cfg.schedule == "plateau"
+            else None
+        )
+        self.scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
+        self.ema = _ema(self.model, cfg.ema_decay)
+        self.start_epoch, self.best_top1 = 1, -1.0
+        self.history: list[dict[str, Any]] | None = None  # a resumed run's metrics so far
+        self.partial: dict[str, Any] = {}  # a mid-epoch checkpoint's position (written on SIGINT/SIGTERM)
+
+    def _model(self) -> nn.Module:
+        cfg, d = self.cfg, self.d
+        model = _build_model(cfg, len(self.data.classes), self.model_kwargs, d).to(d.device)
+        model.class_names = list(self.data.classes)
+        model.preprocessing = Preprocessing(
+            mean=tuple(cfg.mean),
+            std=tuple(cfg.std),
+            input_size=(3, cfg.eval_crop, cfg.eval_crop),
+            crop_fraction=cfg.eval_crop / (cfg.eval_resize or cfg.eval_crop),
+        )
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and d.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def resume(self) -> None:
+        """Continue from ``OUT/last.pt``: weights, optimiser, schedule, scaler, EMA, random states."""
+        cfg, out = self.cfg, self.out
+        ckpt = load_checkpoint(out / "last.pt", map_location=self.d.device)
         diff = _config_differences(ckpt.get("config", {}), cfg)
         if diff:
             raise ValueError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)}")
         saved_classes = ckpt.get("classes")
-        if saved_classes and list(saved_classes) != list(data.classes):
-            raise ValueError(f"--resume: {_class_difference(saved_classes, data.classes, cfg.data_dir)}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if plateau is not None:
-            plateau.load_state_dict(ckpt["plateau"])
-        if ema is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-            ema.n_averaged.fill_(int(ckpt["ema_steps"]))
-        restore_scheduler(scheduler, ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if saved_classes and list(saved_classes) != list(self.data.classes):
+            raise ValueError(f"--resume: {_class_difference(saved_classes, self.data.classes, cfg.data_dir)}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.plateau is not None:
+            self.plateau.load_state_dict(ckpt["plateau"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["ema"])
+            self.ema.n_averaged.fill_(int(ckpt["ema_steps"]))
+        restore_scheduler(self.scheduler, ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
-        start_epoch, best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
-        if start_epoch - 1 > cfg.epochs:
+        self.start_epoch, self.best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
+        if self.start_epoch - 1 > cfg.epochs:
             raise ValueError(
-                f"--resume: {out / 'last.pt'} has already trained {start_epoch - 1} epochs, more than "
-                f"--epochs {cfg.epochs}: give --epochs {start_epoch - 1} or more"
+                f"--resume: {out / 'last.pt'} has already trained {self.start_epoch - 1} epochs, more "
+                f"than --epochs {cfg.epochs}: give --epochs {self.start_epoch - 1} or more"
             )
-        resumed_history = ckpt.get("history")
-        partial = ckpt.get("partial") or {}
+        self.history = ckpt.get("history")
+        self.partial = ckpt.get("partial") or {}
         old_lr = ckpt.get("config", {}).get("lr", cfg.lr)
-        if d.is_main and old_lr != cfg.lr:
+        if self.d.is_main and old_lr != cfg.lr:
             print(f"senet train: resumed with lr {cfg.lr:g} (the run so far used {old_lr:g})", flush=True)
 
-    net: nn.Module = model
-    if d.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.device] if d.device.type == "cuda" else None
+    def _prepare(self) -> None:
+        """Wrap the model for many processes and compilation; open the run log; say what runs."""
+        cfg, d = self.cfg, self.d
+        self.net: nn.Module = self.model
+        if d.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[d.device] if d.device.type == "cuda" else None
+            )
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.log = RunLog(self.out, self.start_epoch, cfg.to_dict(), self.history) if d.is_main else None
+        self.show_bar = d.is_main and sys.stderr.isatty()
+        # Without a terminal (nohup, a job scheduler, `> log 2>&1`): a progress line ~10 times an epoch.
+        self.log_every = cfg.log_interval or SYNC_STEPS * max(
+            1, round(self.steps_per_epoch / (10 * SYNC_STEPS))
         )
-    if cfg.compile:
-        net = torch.compile(net)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    log = RunLog(out, start_epoch, cfg.to_dict(), resumed_history) if d.is_main else None
-    if d.is_main:
-        print(
-            f"senet train: {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on "
-            f"{len(data.train) * cfg.batch_size} train / {data.val.num_samples * d.world} val images of "
-            f"{cfg.data_dir}, {d.world} process(es) on {d.device.type}, batch {cfg.batch_size}, "
-            f"lr {cfg.base_lr:g} ({cfg.schedule}{_warmup_note(cfg, factor)}), {cfg.epochs} epochs -> {out}",
-            flush=True,
-        )
+        self.head = _classifier_params(self.model) if cfg.freeze_backbone_epochs else set()
+        if d.is_main:
+            data, params = self.data, sum(p.numel() for p in self.model.parameters()) / 1e6
+            print(
+                f"senet train: {cfg.model} ({params:.2f}M params) on {len(data.train) * cfg.batch_size} "
+                f"train / {data.val.num_samples * d.world} val images of {cfg.data_dir}, {d.world} "
+                f"process(es) on {d.device.type}, batch {cfg.batch_size}, lr {cfg.base_lr:g} "
+                f"({cfg.schedule}{_warmup_note(cfg, self.factor)}), {cfg.epochs} epochs -> {self.out}",
+                flush=True,
+            )
 
-    def state(epoch: int, best: float, history: list[dict[str, Any]]) -> dict[str, Any]:
+    def state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint after ``epoch``: everything a resumed run needs, and the model's metadata."""
+        cfg, model = self.cfg, unwrap(self.model)
+        ema = self.ema
         return {
-            "model": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            **({"plateau": plateau.state_dict()} if plateau is not None else {}),
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            **({"plateau": self.plateau.state_dict()} if self.plateau is not None else {}),
             **({"ema": ema.module.state_dict(), "ema_steps": int(ema.n_averaged)} if ema is not None else {}),
             "epoch": epoch,
-            "best_top1": best,
+            "best_top1": self.best_top1,
             "rng": capture_rng(),
-            **checkpoint_metadata(unwrap(model)),
+            **checkpoint_metadata(model),
             "model_name": cfg.model,
-            "model_kwargs": model_kwargs,
-            "num_classes": num_classes,
+            "model_kwargs": self.model_kwargs,
+            "num_classes": len(self.data.classes),
             "config": cfg.to_dict(),
-            "dataset": info.dataset,
+            "dataset": self.info.dataset,
             "history": history,  # the run's metrics up to this epoch: metrics.jsonl is rebuilt from it
         }
 
-    micro = per_rank // cfg.accum_steps
-    final: dict[str, Any] = {}
-    show_bar = d.is_main and sys.stderr.isatty()
-    # Without a terminal (nohup, a job scheduler, `> log 2>&1`): a progress line ~10 times an epoch.
-    log_every = cfg.log_interval or SYNC_STEPS * max(1, round(steps_per_epoch / (10 * SYNC_STEPS)))
-    head = _classifier_params(model) if cfg.freeze_backbone_epochs else set()
-    log_lines = d.is_main and not show_bar
-    lr = scheduler.get_last_lr()[0]
-    signals = ExitStack()  # SIGINT / SIGTERM: finish the step, save mid-epoch, stop (interrupt.py)
-    stop = signals.enter_context(stop_requests())
-    try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            if stop:
-                raise TrainingInterrupted(
-                    f"interrupted ({stop.name}) after epoch {epoch - 1}; resume with --resume", stop.signum
-                )
-            data.train.set_epoch(epoch)
-            net.train()
-            frozen_bn = cfg.freeze_bn_epochs and epoch > cfg.epochs - cfg.freeze_bn_epochs
-            # Fine-tuning's first epochs train the classifier only: the backbone's BN statistics stay
-            # too, and its gradients are dropped before the step (DDP still sees every parameter).
-            frozen_backbone = epoch <= cfg.freeze_backbone_epochs
-            if frozen_bn or frozen_backbone:
-                for m in model.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
-            # Loss and correct counts add up on the device; the host reads them every SYNC_STEPS
-            # steps (divergence check, progress), not every step: no stall per step on a GPU.
-            at = partial if partial.get("epoch") == epoch else {}
-            loss_acc = torch.tensor(at.get("loss_acc", 0.0), device=d.device)
-            correct_acc = torch.tensor(at.get("correct", 0), device=d.device, dtype=torch.long)
-            window = torch.tensor(at.get("window", 0.0), device=d.device)
-            seen, first, first_step = at.get("seen", 0), at.get("first", 0), at.get("first_step", 0)
-            lr = at.get("lr", lr)
-            skip = at.get("step", 0)  # steps this epoch already made before an interruption
-            bar = _progress(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", show_bar)
-            t0 = time.perf_counter() - at.get("seconds", 0.0)
-            batches = itertools.islice(data.train, skip, None) if skip else data.train
-            for step, (x, y) in enumerate(batches, start=skip):
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for i in range(cfg.accum_steps):
-                    xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
-                    sync = nullcontext() if (i == cfg.accum_steps - 1 or not d.enabled) else net.no_sync()
-                    with sync:
-                        with _autocast(cfg, d.device):
-                            logits = net(xs)
-                            loss = criterion(logits.float(), ys)
-                        scaler.scale(loss / cfg.accum_steps).backward()
-                    window += loss.detach() * len(ys)
-                    correct_acc += (logits.argmax(1) == ys).sum()
-                if frozen_bn:
-                    for p in bn_params:
-                        p.grad = None
-                if frozen_backbone:
-                    for p in model.parameters():
-                        if id(p) not in head:
-                            p.grad = None
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update_parameters(model)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                seen += len(y)
-                if stop and not d.enabled:
-                    at = _position(step + 1, loss_acc, window, correct_acc, seen, first, first_step, lr)
-                    _save_interrupted(state, stop, out, epoch, best_top1, log, at, t0)
-                if (step + 1) % SYNC_STEPS and (step + 1) % log_every and step + 1 != steps_per_epoch:
-                    continue
-                window_loss = float(window) / (seen - first)
-                finite = math.isfinite(window_loss)
-                if d.enabled:
-                    flags = all_reduce_sum([0.0 if finite else 1.0, float(stop.signum)], d)
-                    finite = flags[0] == 0
-                    if flags[1] and step + 1 != steps_per_epoch:  # a rank was told to stop
-                        stop.signum = stop.signum or signal.SIGTERM
-                        at = _position(step + 1, loss_acc, window, correct_acc, seen, first, first_step, lr)
-                        _save_interrupted(state, stop, out, epoch, best_top1, log, at, t0, d.is_main)
-                if not finite:
-                    where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
-                    raise TrainingDiverged(
-                        f"loss became {window_loss} at epoch {epoch}, steps {first_step + 1}-{step + 1} "
-                        f"(lr {lr:.3g}); stopped. Last good checkpoint: {where}." + _DIVERGED_ADVICE
+    def run(self, t_start: float) -> RunResult:
+        self._prepare()
+        final: dict[str, Any] = {}
+        self.lr = self.scheduler.get_last_lr()[0]
+        signals = ExitStack()  # SIGINT / SIGTERM: finish the step, save mid-epoch, stop (interrupt.py)
+        self.stop = signals.enter_context(stop_requests())
+        try:
+            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+                if self.stop:
+                    raise TrainingInterrupted(
+                        f"interrupted ({self.stop.name}) after epoch {epoch - 1}; resume with --resume",
+                        self.stop.signum,
                     )
-                loss_acc += window
-                window.zero_()
-                first, first_step = seen, step + 1
-                if log_lines and (step + 1) % log_every == 0 and step + 1 != steps_per_epoch:
-                    print(
-                        f"  epoch {epoch}/{cfg.epochs} step {step + 1}/{steps_per_epoch}"
-                        f"  loss {window_loss:.4f}  lr {lr:.4g}"
-                        f"  {seen * d.world / (time.perf_counter() - t0):.0f} img/s",
-                        flush=True,
-                    )
-                if bar is not None:
-                    bar.update(step + 1 - bar.n)
-                    bar.set_postfix(
-                        loss=f"{window_loss:.3f}",
-                        lr=f"{lr:.4f}",
-                        ips=f"{seen * d.world / (time.perf_counter() - t0):.0f}",
-                    )
-            if bar is not None:
-                bar.close()
-            train_seconds = time.perf_counter() - t0
-            loss_sum, correct, seen = all_reduce_sum([float(loss_acc), int(correct_acc), seen], d)
-            broadcast_buffers(model, d)
-            t1 = time.perf_counter()
-            amp_cfg = cfg if cfg.amp != "none" else None
-            val = _run_eval(unwrap(net), data.val, amp_cfg, d, cfg.channels_last)
-            ema_val = (
-                _run_eval(ema.module, data.val, amp_cfg, d, cfg.channels_last) if ema is not None else {}
+                seen, loss_sum, correct, seconds = self.train_epoch(epoch)
+                final = self.evaluate_epoch(epoch, seen, loss_sum, correct, seconds)
+                self.save_epoch(epoch, final)
+        finally:
+            signals.close()
+            if self.log is not None:
+                self.log.close()
+        history = self.log.history if self.log is not None else []
+        final = final or (history[-1] if history else {})  # a resumed run that had already finished
+        seconds = time.perf_counter() - t_start
+        return RunResult(self.out, self.cfg.epochs, self.best_top1, final, history, seconds, self.model)
+
+    def _set_modes(self, epoch: int) -> tuple[bool, bool]:
+        """Train mode, except BN in the frozen-BN epochs and in the classifier-only epochs of
+        fine-tuning (whose backbone BN statistics stay too). Returns (frozen BN, frozen backbone)."""
+        cfg = self.cfg
+        self.net.train()
+        frozen_bn = bool(cfg.freeze_bn_epochs) and epoch > cfg.epochs - cfg.freeze_bn_epochs
+        frozen_backbone = epoch <= cfg.freeze_backbone_epochs
+        if frozen_bn or frozen_backbone:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return frozen_bn, frozen_backbone
+
+    def train_epoch(self, epoch: int) -> tuple[int, float, int, float]:
+        """One pass over the training data; (images, summed loss, correct, seconds) over all processes."""
+        cfg = self.cfg
+        self.data.train.set_epoch(epoch)
+        frozen_bn, frozen_backbone = self._set_modes(epoch)
+        at = self.partial if self.partial.get("epoch") == epoch else {}
+        e = _Epoch.start(epoch, at, self.lr, self.d.device)
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", self.show_bar)
+        batches = itertools.islice(self.data.train, e.skip, None) if e.skip else self.data.train
+        for step, (x, y) in enumerate(batches, start=e.skip):
+            self._step(x, y, e, frozen_bn, frozen_backbone)
+            self._after_step(e, step + 1, len(y), bar)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - e.t0
+        loss_sum, correct, seen = all_reduce_sum([float(e.loss_acc), int(e.correct), e.seen], self.d)
+        broadcast_buffers(self.model, self.d)
+        self.lr = e.lr
+        return int(seen), loss_sum, int(correct), seconds
+
+    def _step(
+        self, x: torch.Tensor, y: torch.Tensor, e: _Epoch, frozen_bn: bool, frozen_backbone: bool
+    ) -> None:
+        """One optimiser step on a batch (in ``accum_steps`` micro-batches), then the schedule's."""
+        cfg, d = self.cfg, self.d
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        micro = self.per_rank // cfg.accum_steps
+        for i in range(cfg.accum_steps):
+            xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
+            sync = nullcontext() if (i == cfg.accum_steps - 1 or not d.enabled) else self.net.no_sync()
+            with sync:
+                with _autocast(cfg, d.device):
+                    logits = self.net(xs)
+                    loss = self.criterion(logits.float(), ys)
+                self.scaler.scale(loss / cfg.accum_steps).backward()
+            e.window += loss.detach() * len(ys)
+            e.correct += (logits.argmax(1) == ys).sum()
+        if frozen_bn:
+            for p in self.bn_params:
+                p.grad = None
+        if frozen_backbone:  # gradients dropped before the step (DDP still saw every parameter)
+            for p in self.model.parameters():
+                if id(p) not in self.head:
+                    p.grad = None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        e.lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        e.seen += len(y)
+
+    def _after_step(self, e: _Epoch, done: int, batch: int, bar: Any) -> None:
+        """After ``done`` steps of the epoch: stop when told to, and every ``SYNC_STEPS`` steps read
+        the loss (divergence check) and show progress."""
+        d, stop = self.d, self.stop
+        if stop and not d.enabled:
+            self._save_interrupted(e, done)
+        if done % SYNC_STEPS and done % self.log_every and done != self.steps_per_epoch:
+            return
+        window_loss = float(e.window) / (e.seen - e.first)
+        finite = math.isfinite(window_loss)
+        if d.enabled:
+            flags = all_reduce_sum([0.0 if finite else 1.0, float(stop.signum)], d)
+            finite = flags[0] == 0
+            if flags[1] and done != self.steps_per_epoch:  # a rank was told to stop
+                stop.signum = stop.signum or signal.SIGTERM
+                self._save_interrupted(e, done)
+        if not finite:
+            steps = f"steps {e.first_step + 1}-{done}"
+            self._diverged(
+                f"loss became {window_loss} at epoch {e.number}, {steps} (lr {e.lr:.3g})", e.number
             )
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "train_acc": 100 * correct / seen,
-                "val_loss": val["loss"],
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "lr": lr,
-                "seconds": train_seconds,
-                "eval_seconds": time.perf_counter() - t1,
-                "images_per_s": seen / train_seconds,
-                **{f"ema_val_{k}": ema_val[k] for k in ("loss", "top1", "top5") if k in ema_val},
-            }
-            if plateau is not None and plateau.step(val["loss"]) and d.is_main:
-                print(
-                    f"senet train: validation loss {val['loss']:.4f} has not improved for "
-                    f"{cfg.plateau_patience + 1} epoch(s): lr x{cfg.gamma:g} from the next step",
-                    flush=True,
-                )
-            final = record
-            if not all(
-                bool(torch.isfinite(t).all())
-                for t in unwrap(model).state_dict().values()
-                if t.is_floating_point()
-            ):
-                where = out / "last.pt" if epoch > 1 else "none yet (first epoch)"
-                raise TrainingDiverged(
-                    f"weights became nan/inf in epoch {epoch} (lr {lr:.3g}); stopped. "
-                    f"Last good checkpoint: {where}." + _DIVERGED_ADVICE
-                )
-            if d.is_main:
-                assert log is not None
-                is_best = val["top1"] > best_top1
-                best_top1 = max(best_top1, val["top1"])
-                ckpt = state(epoch, best_top1, [*log.history, record])
-                # The log, then best.pt, then last.pt: a kill between any two leaves files that a
-                # resumed run (from last.pt, whose history rebuilds metrics.jsonl) completes exactly.
-                log.log_epoch(record)
-                if is_best:
-                    save_checkpoint(ckpt, out / "best.pt")
-                save_checkpoint(ckpt, out / "last.pt")
-                print(
-                    f"epoch {epoch:>3}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
-                    f"acc {record['train_acc']:5.2f}%"
-                    f"  val top-1 {val['top1']:5.2f}% top-5 {val['top5']:5.2f}%"
-                    + (f" (EMA {ema_val['top1']:5.2f}%)" if ema_val else "")
-                    + f"  lr {lr:.4g}"
-                    f"  {train_seconds:.1f}s  {record['images_per_s']:.0f} img/s",
-                    flush=True,
-                )
-            else:
-                best_top1 = max(best_top1, val["top1"])
-    finally:
-        signals.close()
-        if log is not None:
-            log.close()
-    history = log.history if log is not None else []
-    final = final or (history[-1] if history else {})  # a resumed run that had already finished
-    return RunResult(out, cfg.epochs, best_top1, final, history, time.perf_counter() - t_start, model)
+        e.loss_acc += e.window
+        e.window.zero_()
+        e.first, e.first_step = e.seen, done
+        ips = e.seen * d.world / (time.perf_counter() - e.t0)
+        if d.is_main and not self.show_bar and done % self.log_every == 0 and done != self.steps_per_epoch:
+            print(
+                f"  epoch {e.number}/{self.cfg.epochs} step {done}/{self.steps_per_epoch}"
+                f"  loss {window_loss:.4f}  lr {e.lr:.4g}  {ips:.0f} img/s",
+                flush=True,
+            )
+        if bar is not None:
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{window_loss:.3f}", lr=f"{e.lr:.4f}", ips=f"{ips:.0f}")
+
+    def _diverged(self, what: str, epoch: int) -> None:
+        """Stop the run: the loss or the weights became NaN/inf. Names the last good checkpoint."""
+        where = self.out / "last.pt" if epoch > 1 else "none yet (first epoch)"
+        raise TrainingDiverged(f"{what}; stopped. Last good checkpoint: {where}." + _DIVERGED_ADVICE)
+
+    def _save_interrupted(self, e: _Epoch, done: int) -> None:
+        """Write the mid-epoch ``last.pt`` of a run told to stop and raise :class:`TrainingInterrupted`.
+
+        The checkpoint is that of epoch ``epoch - 1`` plus ``partial``: the steps made in the epoch and
+        its running sums, so ``--resume`` continues the epoch bit for bit."""
+        at = e.position(done)
+        if self.d.is_main:
+            ckpt = self.state(e.number - 1, list(self.log.history) if self.log is not None else [])
+            save_checkpoint({**ckpt, "partial": at}, self.out / "last.pt")
+        raise TrainingInterrupted(
+            f"interrupted ({self.stop.name}) at epoch {e.number} step {done}; saved {self.out / 'last.pt'}: "
+            f"resume with --resume (it continues from that step; last complete epoch: {e.number - 1})",
+            self.stop.signum,
+        )
+
+    def evaluate_epoch(
+        self, epoch: int, seen: int, loss_sum: float, correct: int, seconds: float
+    ) -> dict[str, Any]:
+        """The epoch's record: training figures, validation of the model (and of its EMA); the
+        plateau schedule's decision; refuses weights that became NaN/inf."""
+        cfg, d = self.cfg, self.d
+        t1 = time.perf_counter()
+        amp_cfg = cfg if cfg.amp != "none" else None
+        val = _run_eval(unwrap(self.net), self.data.val, amp_cfg, d, cfg.channels_last)
+        ema_val = _run_eval(self.ema.module, self.data.val, amp_cfg, d, cfg.channels_last) if self.ema else {}
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_acc": 100 * correct / seen,
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "lr": self.lr,
+            "seconds": seconds,
+            "eval_seconds": time.perf_counter() - t1,
+            "images_per_s": seen / seconds,
+            **{f"ema_val_{k}": ema_val[k] for k in ("loss", "top1", "top5") if k in ema_val},
+        }
+        if self.plateau is not None and self.plateau.step(val["loss"]) and d.is_main:
+            print(
+                f"senet train: validation loss {val['loss']:.4f} has not improved for "
+                f"{cfg.plateau_patience + 1} epoch(s): lr x{cfg.gamma:g} from the next step",
+                flush=True,
+            )
+        state = unwrap(self.model).state_dict().values()
+        if not all(bool(torch.isfinite(t).all()) for t in state if t.is_floating_point()):
+            self._diverged(f"weights became nan/inf in epoch {epoch} (lr {self.lr:.3g})", epoch)
+        return record
+
+    def save_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """Log the epoch and write best.pt (when it is the best) and last.pt (rank 0 only)."""
+        is_best = record["val_top1"] > self.best_top1
+        self.best_top1 = max(self.best_top1, record["val_top1"])
+        if self.log is None:
+            return
+        ckpt = self.state(epoch, [*self.log.history, record])
+        # The log, then best.pt, then last.pt: a kill between any two leaves files that a resumed
+        # run (from last.pt, whose history rebuilds metrics.jsonl) completes exactly.
+        self.log.log_epoch(record)
+        if is_best:
+            save_checkpoint(ckpt, self.out / "best.pt")
+        save_checkpoint(ckpt, self.out / "last.pt")
+        ema = f" (EMA {record['ema_val_top1']:5.2f}%)" if "ema_val_top1" in record else ""
+        print(
+            f"epoch {epoch:>3}/{self.cfg.epochs}  train loss {record['train_loss']:.4f} "
+            f"acc {record['train_acc']:5.2f}%  val top-1 {record['val_top1']:5.2f}% top-5 "
+            f"{record['val_top5']:5.2f}%{ema}  lr {record['lr']:.4g}  {record['seconds']:.1f}s  "
+            f"{record['images_per_s']:.0f} img/s",
+            flush=True,
+        )
 
 
 def evaluate(
@@ -810,23 +849,20 @@ def _evaluate_run_checkpoint(
             raise ValueError(f"not a `senet train` checkpoint (no {key!r} entry)")
     cfg = ckpt["config"]
     eval_crop = crop or cfg["eval_crop"]
-    data = build_data(
-        data_dir,
-        dataset=cfg["dataset"],
-        augment=cfg["augment"],
-        image_size=cfg["image_size"],
+    data = build_data_from_config(
+        cfg,
+        data_dir=data_dir,
         eval_crop=eval_crop,
         eval_resize=resize if crop else (resize or cfg["eval_resize"]),
-        mean=cfg["mean"],
-        std=cfg["std"],
         in_memory=cfg["in_memory"] and not crop,  # another crop: decode from the files
-        cache_dir=cfg["cache_dir"],
         val_subset=val_subset,
         eval_batch_size=batch_size,
         workers=workers,
         device=device,
         train=False,
         classes=ckpt.get("classes"),
+        download=False,
+        strict=False,
     )
     _tell_data(data.notices, data.skipped)
     saved = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
