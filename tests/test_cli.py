@@ -38,3 +38,41 @@ def test_unknown_model_is_one_line_error():
         and "Unknown model 'se_resnet500'. Did you mean" in r.stderr
     )
     assert "Traceback" not in r.stderr
+
+
+def test_bugs_keep_their_traceback_and_user_errors_get_one_line(monkeypatch, capsys):
+    """A KeyError of a dictionary lookup or a ValueError from inside torch is a bug: main() lets it
+    propagate (traceback). A ValueError senet raises on purpose, or a missing file, is one line."""
+    import importlib
+
+    import pytest
+    import torch
+
+    profile = importlib.import_module("senet.analysis.profile")  # the module, not senet.analysis.profile()
+
+    def lookup_bug(*args, **kwargs):
+        return {}["params"]  # a bug in senet: no raise statement
+
+    monkeypatch.setattr(profile, "compare", lookup_bug)
+    with pytest.raises(KeyError):
+        main(["profile", "se_resnet50"])
+
+    def torch_bug(*args, **kwargs):
+        return torch.zeros(2).view(3)  # a RuntimeError deep inside torch
+
+    monkeypatch.setattr(profile, "compare", torch_bug)
+    with pytest.raises(RuntimeError):
+        main(["profile", "se_resnet50"])
+
+    def value_bug(*args, **kwargs):
+        return int("x")  # a ValueError raised by Python, not by senet
+
+    monkeypatch.setattr(profile, "compare", value_bug)
+    with pytest.raises(ValueError):
+        main(["profile", "se_resnet50"])
+    monkeypatch.undo()
+
+    assert main(["profile", "no_such_net"]) == 2  # senet's own refusal: one line
+    assert "error:" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", "/no/such/run.pt", "--data-dir", "/tmp"]) == 2
+    assert "/no/such/run.pt" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import linecache
 import math
 import sys
 import typing
@@ -597,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from .train.compare import RunsFailed
     from .train.interrupt import TrainingInterrupted
 
     try:
@@ -607,10 +609,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError) as e:  # OSError: missing files, full disk, permissions
+    except (ValueError, OSError, KeyError, RunsFailed) as e:
+        if not _user_error(e):
+            raise  # a bug: the traceback shows where
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"senet {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _user_error(e: BaseException) -> bool:
+    """Whether ``e`` tells the user of a mistake (one line, exit 2) rather than a bug (a traceback).
+
+    Errors of the file system (missing files, full disk, permissions) and errors senet raises on
+    purpose -- a ``raise`` statement in the package, whose message names the problem and the fix --
+    are the user's; a ``KeyError`` of a dictionary lookup or a ``ValueError`` from inside torch is
+    a bug, and hiding its traceback behind one line would hide where it is.
+    """
+    if isinstance(e, OSError):
+        return True
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    filename = tb.tb_frame.f_code.co_filename
+    package = str(Path(__file__).resolve().parent)
+    line = linecache.getline(filename, tb.tb_lineno).strip()
+    return str(Path(filename).resolve()).startswith(package) and line.startswith("raise")
 
 
 if __name__ == "__main__":

@@ -269,7 +269,11 @@ def _run_parallel(todo: list[tuple[RunSpec, bool]], jobs: int, say: Any) -> None
         for _, proc in running:
             proc.wait()
     if failed:
-        raise RuntimeError("runs failed: " + "; ".join(failed))
+        raise RunsFailed("runs failed: " + "; ".join(failed))
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of ``senet compare --jobs N`` exited with an error (each named with its log)."""
 
 
 def _wait_any(running: list[tuple[RunSpec, subprocess.Popen]]) -> int:
