@@ -69,17 +69,10 @@ def test_se_sits_after_the_pointwise_relu():
     assert list(unit._modules) == ["dw", "pw", "se"]
 
 
-@pytest.mark.parametrize("name", ["mobilenet", "se_mobilenet"])
-def test_forward_backward_at_224(name):
-    model = senet.create_model(name)
-    blocks = [m for m in model.modules() if isinstance(m, senet.SEBlock)]
-    out = model(torch.randn(2, 3, 224, 224))
-    assert out.shape == (2, 1000)
-    out.logsumexp(1).sum().backward()
-    assert [b.channels for b in blocks] == (POINTWISE if name.startswith("se_") else [])
-    for b in blocks:
-        for p in b.parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0
+def test_one_se_block_per_pointwise_convolution():  # forward/backward: tests/models/test_all_models.py
+    with torch.device("meta"):
+        blocks = [m for m in senet.create_model("se_mobilenet").modules() if isinstance(m, senet.SEBlock)]
+    assert [b.channels for b in blocks] == POINTWISE
 
 
 def test_stages_are_numbered_by_output_stride():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,17 +58,10 @@ def test_se_input_is_the_relu_output_of_its_convolution():
     assert list(units[0]._modules) == ["conv", "bn", "act", "se"]  # registered in execution order
 
 
-@pytest.mark.parametrize("name", ["vgg16", "se_vgg16"])
-def test_forward_backward_at_224(name):
-    model = senet.create_model(name)
-    blocks = [m for m in model.modules() if isinstance(m, senet.SEBlock)]
-    out = model(torch.randn(1, 3, 224, 224))
-    assert out.shape == (1, 1000)
-    out.logsumexp(1).sum().backward()
-    assert len(blocks) == (13 if name.startswith("se_") else 0)
-    for b in blocks:
-        for p in b.parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0
+def test_one_se_block_per_convolution():  # forward, backward, gradients: tests/models/test_all_models.py
+    with torch.device("meta"):
+        blocks = [m for m in senet.create_model("se_vgg16").modules() if isinstance(m, senet.SEBlock)]
+    assert [b.channels for b in blocks] == VGG16_WIDTHS
 
 
 def test_stages_are_numbered_as_conv_blocks():
@@ -106,10 +97,3 @@ def test_classifier_and_other_input_sizes():
         model(torch.randn(1, 3, 16, 16))
     gray = senet.create_model("vgg16", in_chans=1, hidden=16, drop_rate=0.0)
     assert gray(torch.randn(1, 1, 32, 32)).shape == (1, 1000)
-
-
-def test_pickles():
-    model = senet.create_model("se_vgg16", num_classes=3, hidden=16, stages={1})
-    clone = pickle.loads(pickle.dumps(model))
-    x = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(clone.eval()(x), model.eval()(x))
