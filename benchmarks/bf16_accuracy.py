@@ -28,14 +28,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ci
 
 
 def trained_model(args: argparse.Namespace) -> torch.nn.Module:
-    from senet.train import load_checkpoint, load_config, train
+    from senet.train import load_config, train
 
     if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint)
-        kwargs = {**ckpt["model_kwargs"], "num_classes": ckpt["num_classes"]}
-        model = senet.create_model(ckpt["model_name"], **kwargs)
-        model.load_state_dict(ckpt["model"])
-        return model.eval()
+        return senet.weights.load_model(args.checkpoint).eval()
     out = Path(tempfile.mkdtemp(prefix="bf16-"))
     cfg = load_config(
         "cifar-resnet110",

@@ -89,7 +89,8 @@ def test_checkpoint_of_save_weights_rebuilds_its_architecture(measure_bn, tmp_pa
 
 
 def test_training_checkpoint_rebuilds_its_architecture_and_crop(measure_bn, tmp_path):
-    """The entries `senet train` writes: model_name, model_kwargs, num_classes, config."""
+    """The entries `senet train` wrote before checkpoint format 2 (model_name, model_kwargs,
+    num_classes, config, no arch): today's reader still opens them."""
     model = measure_bn(
         senet.create_model("se_resnet20", num_classes=4, reduction=4), 32, affine=False, seed=0
     )

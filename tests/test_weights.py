@@ -113,3 +113,33 @@ def test_timm_inception_resnet_v2_through_load_weights(measure_bn):
     ours = senet.create_model("inception_resnet_v2").eval()
     assert load_weights(ours, ref.state_dict()).layout == "timm"
     assert _same_logits(ref, ours, size=75) <= 1e-8
+
+
+def test_one_checkpoint_format_and_old_training_checkpoints_still_load(tmp_path):
+    """save_weights and `senet train` write format 2 (the architecture as arch + create_kwargs,
+    once); a training checkpoint of before (model_name + model_kwargs + num_classes) reads as one of
+    today, so load_model, eval, export, report and excite open both."""
+    from senet.weights import load_model, read_checkpoint, save_weights
+
+    model = senet.create_model("se_resnet20", num_classes=4, reduction=4).eval()
+    save_weights(model, tmp_path / "new.pt")
+    new = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert new["format"] == 2 and new["arch"] == "se_resnet20" and new["create_kwargs"]["num_classes"] == 4
+    old = {
+        "model": model.state_dict(),
+        "model_name": "se_resnet20",
+        "model_kwargs": {"reduction": 4},
+        "num_classes": 4,
+        "epoch": 3,
+    }
+    torch.save(old, tmp_path / "old.pt")
+    _, meta = read_checkpoint(tmp_path / "old.pt")
+    assert meta["arch"] == "se_resnet20" and meta["create_kwargs"] == {"reduction": 4, "num_classes": 4}
+    assert not {"model_name", "model_kwargs", "num_classes"} & set(meta) and meta["epoch"] == 3
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for path in ("new.pt", "old.pt"):
+            loaded = load_model(tmp_path / path).eval()
+            assert loaded.fc.out_features == 4
+            assert all(b.hidden == b.channels // 4 for b in loaded.modules() if isinstance(b, senet.SEBlock))
+            torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

@@ -33,12 +33,12 @@ def load_for_export(source: str | Path, *, weights: str | Path | None = None) ->
     """The eval-mode model named by ``source`` (a registered name or a checkpoint path) and its
     image size (the checkpoint's evaluation crop, else the registry's input size).
 
-    A checkpoint must record its architecture (``model_name`` + ``model_kwargs`` as ``senet
-    train`` writes, or ``arch`` + ``create_kwargs`` as :func:`senet.weights.save_weights` writes);
-    a plain state dict needs the name: ``load_for_export(name, weights=path)``.
+    A checkpoint must record its architecture (``arch`` + ``create_kwargs``, as every senet
+    checkpoint does; older ``senet train`` files are read too): :func:`senet.weights.load_model`
+    rebuilds it. A plain state dict needs the name: ``load_for_export(name, weights=path)``.
     """
     from .models import create_model, list_models
-    from .weights import load_weights, read_checkpoint
+    from .weights import load_model, load_weights, read_checkpoint
 
     source = str(source)
     if source in list_models():
@@ -54,19 +54,13 @@ def load_for_export(source: str | Path, *, weights: str | Path | None = None) ->
         raise FileNotFoundError(f"{source!r} is neither a registered model name nor a checkpoint file")
     if weights is not None:
         raise ValueError("give either a checkpoint or NAME --weights FILE, not both")
-    _, meta = read_checkpoint(path)
-    name = meta.get("model_name") or meta.get("arch")
-    if not name:
+    _, meta = read_checkpoint(path)  # today's format, whatever the file's age
+    if not meta.get("arch"):
         raise ValueError(
             f"{path} records no architecture (a plain state dict): name the model and pass the file as "
             f"weights, e.g. `senet export NAME --weights {path} ...`"
         )
-    if isinstance(meta.get("model_kwargs"), dict):
-        kwargs = {**meta["model_kwargs"], "num_classes": meta.get("num_classes")}
-    else:
-        kwargs = dict(meta.get("create_kwargs") or {})
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    model = create_model(name, weights=path, **kwargs)
+    model = load_model(path)
     config = meta.get("config")
     if isinstance(config, dict) and config.get("eval_crop"):
         return model.eval(), int(config["eval_crop"])

@@ -186,7 +186,29 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
             if k.startswith(p):
                 k = k[len(p) :]
         out[k] = v
-    return out, meta
+    return out, _upgrade(meta)
+
+
+CHECKPOINT_FORMAT = 2  # the ``format`` entry of the checkpoints senet writes
+
+
+def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata of any senet checkpoint in today's form (format 2): the architecture as ``arch`` +
+    ``create_kwargs``. ``senet train`` checkpoints before format 2 recorded it (also) as
+    ``model_name`` + ``model_kwargs`` + ``num_classes``; those entries are read and dropped."""
+    meta = dict(meta)
+    if not isinstance(meta.get("model_name"), str):
+        return meta
+    name = meta.pop("model_name")
+    kwargs = meta.pop("model_kwargs", None)
+    num_classes = meta.pop("num_classes", None)
+    if not meta.get("arch"):
+        meta["arch"] = name
+        create = dict(kwargs) if isinstance(kwargs, Mapping) else {}
+        if num_classes is not None:
+            create["num_classes"] = int(num_classes)
+        meta["create_kwargs"] = create
+    return meta
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -371,7 +393,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 def checkpoint_metadata(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint records beside the tensors so that it can be rebuilt and used correctly."""
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = {"format": CHECKPOINT_FORMAT}
     for key, attr in (("arch", "model_name"), ("create_kwargs", "create_kwargs"), ("layout", "layout")):
         if getattr(model, attr, None) is not None:
             meta[key] = getattr(model, attr)

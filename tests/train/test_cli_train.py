@@ -118,10 +118,12 @@ def test_run_folder_and_eval(capsys, tiny, tmp_path):
     for key in ("train_loss", "train_acc", "val_top1", "val_top5", "lr", "seconds", "images_per_s"):
         assert all(isinstance(r[key], float) for r in rows), key
     ckpt = load_checkpoint(run / "last.pt")  # weights_only=True
-    assert ckpt["epoch"] == 2 and ckpt["model_name"] == "resnet20" and ckpt["num_classes"] == 10
+    assert ckpt["epoch"] == 2 and ckpt["format"] == 2  # one format: the architecture recorded once
+    assert ckpt["arch"] == "resnet20" and ckpt["create_kwargs"]["num_classes"] == 10
+    assert not {"model_name", "model_kwargs", "num_classes"} & set(ckpt)
     assert {"model", "optimizer", "scheduler", "rng", "config"} <= set(ckpt)
     # The checkpoint rebuilds the model, and its accuracy is what the run logged for the last epoch.
-    model = senet.create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_kwargs"])
+    model = senet.create_model(ckpt["arch"], **ckpt["create_kwargs"])
     model.load_state_dict(ckpt["model"])
     assert main(["eval", "--checkpoint", str(run / "last.pt"), "--data-dir", str(tmp_path / "..")]) == 2
     capsys.readouterr()

@@ -77,8 +77,8 @@ def read_run(run_dir: str | Path) -> RunSummary:
     """The figures of one run folder; a folder that is not a run raises a one-line ``ValueError``."""
     from ..models import model_info
     from ..paper import paper_figures
-    from ..train import load_checkpoint
     from ..train.runlog import read_metrics
+    from ..weights import read_checkpoint
     from .profile import profile
 
     path = Path(run_dir)
@@ -104,17 +104,18 @@ def read_run(run_dir: str | Path) -> RunSummary:
     ckpt_path = next((path / f for f in ("last.pt", "best.pt") if (path / f).is_file()), None)
     if ckpt_path is None:
         raise _not_a_run(path, "no last.pt or best.pt checkpoint")
-    ckpt = load_checkpoint(ckpt_path)
-    if "model_name" not in ckpt or "num_classes" not in ckpt:
+    _, ckpt = read_checkpoint(ckpt_path)  # the metadata, in today's format whatever the file's age
+    create_kwargs = dict(ckpt.get("create_kwargs") or {})
+    if not ckpt.get("arch") or not create_kwargs.get("num_classes"):
         raise _not_a_run(path, f"{ckpt_path.name} is not a `senet train` checkpoint")
-    name, num_classes = ckpt["model_name"], int(ckpt["num_classes"])
+    name, num_classes = ckpt["arch"], int(create_kwargs.pop("num_classes"))
     eval_size = int(cfg.get("eval_crop") or model_info(name).input_size[1])
     info = model_info(name)
     prof = profile(
         name,
         (info.input_size[0], eval_size, eval_size),
         num_classes=num_classes,
-        **ckpt.get("model_kwargs", {}),
+        **create_kwargs,  # the SE options and other keywords the network was built with
     )
     dataset = _dataset_key(str(ckpt.get("dataset", info.dataset)), num_classes)
     paper = paper_figures(name)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..weights import atomic_save, load_file, load_model
+from ..weights import atomic_save, load_file, load_model, read_checkpoint
 
 __all__ = ["capture_rng", "load_checkpoint", "load_trained", "restore_rng", "save_checkpoint", "unwrap"]
 
@@ -44,11 +44,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_trained(
     checkpoint: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a ``senet train`` checkpoint with its weights, in eval mode, and the checkpoint."""
+    """The network of a ``senet train`` checkpoint with its weights, in eval mode, and the
+    checkpoint in today's format (``arch``, ``create_kwargs``, ``config``, ``classes``, ...)."""
     ckpt = load_checkpoint(checkpoint)
     if "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{checkpoint} is not a `senet train` checkpoint (no 'config'/'model' entry)")
-    return load_model(ckpt).to(device).eval(), ckpt
+    state, meta = read_checkpoint(ckpt)
+    return load_model(ckpt).to(device).eval(), {"model": state, **meta}
 
 
 def capture_rng() -> dict[str, Any]:

@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..data import build_data_from_config
 from ..models import create_model, model_info
 from ..preprocessing import Preprocessing
-from ..weights import checkpoint_metadata, load_model, remove_stale_temporaries
+from ..weights import checkpoint_metadata, load_model, read_checkpoint, remove_stale_temporaries
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
 from .config import RESUMABLE_CHANGES, Config
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
@@ -525,10 +525,7 @@ class _Trainer:
             "epoch": epoch,
             "best_top1": self.best_top1,
             "rng": capture_rng(),
-            **checkpoint_metadata(model),
-            "model_name": cfg.model,
-            "model_kwargs": self.model_kwargs,
-            "num_classes": len(self.data.classes),
+            **checkpoint_metadata(model),  # format, arch + create_kwargs, preprocessing, classes
             "config": cfg.to_dict(),
             "dataset": self.info.dataset,
             "history": history,  # the run's metrics up to this epoch: metrics.jsonl is rebuilt from it
@@ -844,9 +841,10 @@ def _evaluate_run_checkpoint(
     flip: bool,
 ) -> dict[str, Any]:
     """A ``senet train`` checkpoint on the data pipeline of its own run (in memory when it was)."""
-    for key in ("model", "model_name", "num_classes"):
-        if key not in ckpt:
-            raise ValueError(f"not a `senet train` checkpoint (no {key!r} entry)")
+    _, meta = read_checkpoint(ckpt)  # today's format, from any senet checkpoint
+    arch, num_classes = meta.get("arch"), (meta.get("create_kwargs") or {}).get("num_classes")
+    if not arch or not num_classes:
+        raise ValueError("not a `senet train` checkpoint (it records no architecture and class count)")
     cfg = ckpt["config"]
     eval_crop = crop or cfg["eval_crop"]
     data = build_data_from_config(
@@ -865,15 +863,15 @@ def _evaluate_run_checkpoint(
         strict=False,
     )
     _tell_data(data.notices, data.skipped)
-    saved = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
-    if len(data.classes) != ckpt["num_classes"] or (ckpt.get("classes") and saved != list(data.classes)):
+    saved = ckpt.get("classes") or [str(i) for i in range(num_classes)]
+    if len(data.classes) != num_classes or (ckpt.get("classes") and saved != list(data.classes)):
         raise ValueError(_class_difference(saved, data.classes, data_dir))
     model = load_model(ckpt).to(device)
     _check_finite(model, "the checkpoint")
     t0 = time.perf_counter()
     m = _run_eval(model, data.val, None, Dist(device=device), False, flip=flip)
     return {
-        "model": ckpt["model_name"],
+        "model": arch,
         "epoch": ckpt.get("epoch"),
         "crop": eval_crop,
         **_accuracy(m, time.perf_counter() - t0),
