@@ -31,7 +31,7 @@ def trained_model(args: argparse.Namespace) -> torch.nn.Module:
     from senet.train import load_config, train
 
     if args.checkpoint:
-        return senet.weights.load_model(args.checkpoint).eval()
+        return senet.load_model(args.checkpoint).eval()
     out = Path(tempfile.mkdtemp(prefix="bf16-"))
     cfg = load_config(
         "cifar-resnet110",

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import senet
+from senet import load_model
 from senet.cli import main
 from senet.predict import class_names, expand_images, imagenet_classes, predict
-from senet.weights import load_model
 
 
 def _counts(preds: list[dict]) -> tuple[int, int]:

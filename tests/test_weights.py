@@ -119,7 +119,8 @@ def test_one_checkpoint_format_and_old_training_checkpoints_still_load(tmp_path)
     """save_weights and `senet train` write format 2 (the architecture as arch + create_kwargs,
     once); a training checkpoint of before (model_name + model_kwargs + num_classes) reads as one of
     today, so load_model, eval, export, report and excite open both."""
-    from senet.weights import load_model, read_checkpoint, save_weights
+    from senet import load_model
+    from senet.weights import read_checkpoint, save_weights
 
     model = senet.create_model("se_resnet20", num_classes=4, reduction=4).eval()
     save_weights(model, tmp_path / "new.pt")

@@ -1,8 +1,9 @@
 """senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) in PyTorch."""
 
 from .analysis.profile import Profile, profile
+from .factory import create_model, load_model
 from .inference import fuse_for_inference
-from .models import create_model, list_models, model_info, register_model
+from .models import list_models, model_info, register_model
 from .predict import Prediction, predict
 from .preprocessing import Preprocessing, preprocessing
 from .se import SEBlock, SEConfig
@@ -22,6 +23,7 @@ __all__ = [
     "fuse_for_inference",
     "insert_se",
     "list_models",
+    "load_model",
     "load_weights",
     "model_info",
     "predict",

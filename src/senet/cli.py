@@ -386,11 +386,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .train.distributed import pick_device
 
     if args.weights:
-        from .weights import load_model
+        from .factory import load_model
 
         model = load_model(args.weights, args.model)
     elif args.model:
-        from .models import create_model
+        from .factory import create_model
 
         model = create_model(args.model)
         print(f"senet predict: no --weights: {args.model} is randomly initialised", file=sys.stderr)

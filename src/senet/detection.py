@@ -17,8 +17,8 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from .factory import create_model
 from .features import FeatureExtractor
-from .models import create_model
 
 __all__ = ["BackboneWithFPN", "fasterrcnn_fpn"]
 

@@ -34,11 +34,12 @@ def load_for_export(source: str | Path, *, weights: str | Path | None = None) ->
     image size (the checkpoint's evaluation crop, else the registry's input size).
 
     A checkpoint must record its architecture (``arch`` + ``create_kwargs``, as every senet
-    checkpoint does; older ``senet train`` files are read too): :func:`senet.weights.load_model`
+    checkpoint does; older ``senet train`` files are read too): :func:`senet.factory.load_model`
     rebuilds it. A plain state dict needs the name: ``load_for_export(name, weights=path)``.
     """
-    from .models import create_model, list_models
-    from .weights import load_model, load_weights, read_checkpoint
+    from .factory import create_model, load_model
+    from .models import list_models
+    from .weights import load_weights, read_checkpoint
 
     source = str(source)
     if source in list_models():

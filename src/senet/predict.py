@@ -114,7 +114,7 @@ def predict(
     """Top-``topk`` classes and softmax probabilities of each image, in the order given.
 
     ``model`` must carry its preprocessing (every model of :func:`senet.create_model` /
-    :func:`senet.weights.load_model` does). ``device`` defaults to the model's.
+    :func:`senet.load_model` does). ``device`` defaults to the model's.
     """
     if topk < 1 or batch_size < 1:
         raise ValueError(f"topk={topk} and batch_size={batch_size} must be >= 1")

@@ -58,7 +58,6 @@ __all__ = [
     "fetch",
     "remove_stale_temporaries",
     "load_file",
-    "load_model",
     "load_weights",
     "read_checkpoint",
     "read_state_dict",
@@ -408,41 +407,3 @@ def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     """Save ``model``'s weights with their metadata (architecture, options, layout, preprocessing)."""
     model = getattr(model, "module", model)  # DDP
     return atomic_save({"model": model.state_dict(), **checkpoint_metadata(model), **extra}, path)
-
-
-def load_model(
-    source: str | Path | Mapping[str, Any], name: str | None = None, **overrides: Any
-) -> nn.Module:
-    """The network of a set of weights, with the weights loaded (every command builds models here).
-
-    Checkpoints of ``senet train``, :func:`save_weights` and ``senet convert`` record their
-    architecture, so ``name`` may be omitted. Weights of other implementations (Cadene, timm,
-    torchvision, a converted Caffe model) need the registered ``name``; the network is then built in
-    the computation layout the weights imply (``release`` for Cadene keys, ``torchvision`` for timm
-    and torchvision keys) unless ``layout=`` is given. ``overrides`` go to ``create_model``.
-    """
-    from .models import create_model
-
-    sd, meta = read_checkpoint(source)
-    arch = meta.get("arch")
-    if name is None and not arch:
-        raise ValueError(
-            "the checkpoint does not record its architecture (no 'arch' entry): name the network, "
-            "e.g. load_model(path, 'se_resnet50') or `--model se_resnet50 --weights PATH`"
-        )
-    if name is not None and arch and name != arch:
-        raise ValueError(f"the checkpoint holds a {arch}, not a {name}: drop the model name or fix it")
-    checkpoint = {"model": sd, **meta}
-    if arch:
-        return create_model(arch, weights=checkpoint, **{**(meta.get("create_kwargs") or {}), **overrides})
-    assert name is not None
-    if "num_classes" not in overrides:  # the classifier's width, whatever the layout calls it
-        heads = [v for k, v in sd.items() if re.search(r"(^|\.)(fc|last_linear|classif)\.weight$", k)]
-        if len(heads) == 1 and heads[0].dim() == 2:
-            overrides = {**overrides, "num_classes": heads[0].shape[0]}
-    if "layout" not in overrides and not meta.get("layout"):
-        probe = create_model(name, **overrides)
-        implied = IMPLIED_LAYOUT.get(detect_layout(sd, probe))
-        if implied and getattr(probe, "layout", implied) != implied:
-            overrides = {**overrides, "layout": implied}
-    return create_model(name, weights=checkpoint, **overrides)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from senet import SEConfig
+from senet import SEConfig, create_model
 from senet.analysis import profile
 from senet.analysis.profile import count_macs
-from senet.models import create_model, list_models, model_info
+from senet.models import list_models, model_info
 from senet.models.common import init_weights
 from senet.models.inception import (
     Block8,

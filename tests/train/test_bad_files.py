@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from senet import load_model
 from senet.cli import main
 from senet.data import build_data
 from senet.train import load_checkpoint, load_config
-from senet.weights import load_model
 
 
 def _error_line(capsys) -> str:

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from senet import load_model
 from senet.cli import main
 from senet.preprocessing import CIFAR10_MEAN, CIFAR10_STD
-from senet.weights import load_model, save_weights
+from senet.weights import save_weights
 
 
 def _reference(model, root, mean, std):

@@ -96,7 +96,8 @@ def profile(
     SENet-154 is instant; ``create_kwargs`` go to ``create_model``. ``input_size`` defaults to the
     network's native size from the registry (224x224 for ImageNet networks, 32x32 for CIFAR).
     """
-    from ..models import create_model, model_info
+    from ..factory import create_model
+    from ..models import model_info
 
     if isinstance(model_or_name, str):
         name = model_or_name
@@ -275,7 +276,8 @@ def measure_together(
     that the ratio of two latencies (the overhead of SE over its plain twin) stays meaningful on a
     shared machine, where timing one network after the other would not.
     """
-    from ..models import create_model, model_info
+    from ..factory import create_model
+    from ..models import model_info
 
     if batch_size < 1 or warmup < 0 or repeats < 1:
         raise ValueError(

@@ -299,7 +299,8 @@ def convert_caffe(
 ) -> Path:
     """Convert a release ``.caffemodel`` into a checkpoint of ``arch`` at ``out`` (see the module
     docstring); returns the path written. Nothing is written if the file does not match ``arch``."""
-    from ..models import create_model, model_info
+    from ..factory import create_model
+    from ..models import model_info
     from ..weights import save_weights
 
     info = model_info(arch)

@@ -8,6 +8,6 @@ from . import (
     shufflenet,  # noqa: F401
     vgg,  # noqa: F401
 )
-from .registry import ModelInfo, create_model, list_models, model_info, register_model
+from .registry import ModelInfo, list_models, model_info, register_model
 
-__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "list_models", "model_info", "register_model"]

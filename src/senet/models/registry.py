@@ -7,9 +7,8 @@ A builder is registered once for a plain network and its SE twin::
         return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 The name that starts with ``se_`` (or is listed in ``se_names``) gets SE blocks by default; the
-other is the plain twin. ``create_model`` routes SE knobs (``reduction``, ``squeeze``, ...) into an
-:class:`~senet.se.SEConfig`, checks every other keyword against the network's signature, and turns
-mistakes into messages that name the fix.
+other is the plain twin. Building a network by name (SE knobs, keyword checks, weights, feature
+maps) is :func:`senet.factory.create_model`'s work, above this module and :mod:`senet.weights`.
 """
 
 from __future__ import annotations
@@ -18,17 +17,12 @@ import difflib
 import fnmatch
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from torch import nn
 
-from ..preprocessing import default_preprocessing
-from ..se import SEConfig
-
-__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "list_models", "model_info", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -90,113 +84,3 @@ def model_info(name: str) -> ModelInfo:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown model {name!r}.{hint} `senet list` shows all {len(_REGISTRY)} models.")
     return _REGISTRY[name]
-
-
-def _accepted_keywords(info: ModelInfo) -> set[str] | None:
-    cls = info.network_class
-    if cls is None:
-        return None
-    params = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD} - {
-        "self"
-    }
-
-
-def create_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    weights: str | Path | Mapping[str, Any] | None = None,
-    features_only: bool = False,
-    out_indices: tuple[int, ...] | None = None,
-    frozen_stages: int = -1,
-    norm_eval: bool = False,
-    **overrides: Any,
-) -> nn.Module:
-    """Build a registered network.
-
-    Args:
-        name: a name from :func:`list_models`.
-        num_classes: classifier width; ``None`` keeps the checkpoint's (when ``weights`` records
-            it) or the network's default (1000 for ImageNet networks, 10 for CIFAR networks). A
-            width other than the checkpoint's re-initialises only the classifier, with a notice.
-        weights: a checkpoint path, an ``http(s)://`` / ``file://`` URL (downloaded once into
-            ``~/.cache/senet``; ``#sha256=<hex>`` verifies it) or a state dict, in any layout
-            :func:`senet.load_weights` reads. Nothing is ever downloaded unless asked for.
-        features_only: return a :class:`~senet.features.FeatureExtractor` giving the feature
-            maps of the stages in ``out_indices`` (``frozen_stages`` and ``norm_eval`` as
-            detection training expects) instead of the classifier.
-        **overrides: SE knobs (``se=True/False``, ``reduction``, ``squeeze``, ``excitation``,
-            ``bias``, ``divisor``, ``init``, ``integration``, ``position``, ``stages``) and any
-            keyword of the network class (e.g. ``layout="torchvision"``, ``drop_rate``, ``in_chans``).
-    """
-    info = model_info(name)
-    for key, value in (
-        ("num_classes", num_classes),
-        *((k, overrides[k]) for k in ("in_chans",) if k in overrides),
-    ):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            hint = " (for features without a classifier: features_only=True)" if key == "num_classes" else ""
-            raise ValueError(f"create_model({name!r}): {key}={value!r} must be a whole number >= 1{hint}")
-    se_keys = set(SEConfig.fields())
-    se_kw = {k: overrides.pop(k) for k in list(overrides) if k in se_keys}
-    se = overrides.pop("se", info.se)
-    if isinstance(se, Mapping):
-        se_kw = {**se, **se_kw}
-        se = True
-    if isinstance(se, SEConfig):
-        se_cfg: SEConfig | None = se.replace(**se_kw) if se_kw else se
-    elif se:
-        se_cfg = SEConfig(**se_kw)
-    else:
-        if se_kw:
-            twin = f" (use {info.twin!r} or se=True)" if info.twin else ""
-            raise ValueError(f"{name} has no SE blocks, so SE options {sorted(se_kw)} do not apply{twin}")
-        se_cfg = None
-    accepted = _accepted_keywords(info)
-    if accepted is not None:
-        unknown = sorted(set(overrides) - accepted)
-        if unknown:
-            extra = {
-                "se",
-                "num_classes",
-                "weights",
-                "features_only",
-                "out_indices",
-                "frozen_stages",
-                "norm_eval",
-            }
-            options = ", ".join(sorted(accepted | se_keys | extra))
-            raise ValueError(f"{name} does not take {', '.join(unknown)}. Options: {options}")
-    checkpoint = None
-    if weights is not None:
-        from ..weights import read_checkpoint
-
-        sd, meta = read_checkpoint(weights)
-        checkpoint = {"model": sd, **meta}
-        ckpt_classes = (meta.get("create_kwargs") or {}).get("num_classes")
-    reset_classifier = num_classes is not None
-    if num_classes is None:
-        num_classes = ckpt_classes if checkpoint is not None and ckpt_classes else info.num_classes
-    model = info.builder(se=se_cfg, num_classes=num_classes, **overrides)
-    model.model_name = name  # type: ignore[assignment]
-    model.create_kwargs = {  # type: ignore[assignment]
-        "num_classes": num_classes,
-        "se": se_cfg.as_dict() if se_cfg is not None else False,
-        **overrides,
-    }
-    in_chans = overrides.get("in_chans", info.input_size[0])
-    model.preprocessing = default_preprocessing(info.dataset, (in_chans, *info.input_size[1:]))  # type: ignore[assignment]
-    if checkpoint is not None:
-        from ..weights import load_weights
-
-        load_weights(model, checkpoint, reset_classifier=reset_classifier)
-    if features_only:
-        from ..features import FeatureExtractor
-
-        return FeatureExtractor(model, out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval)
-    if out_indices is not None or frozen_stages != -1 or norm_eval:
-        raise ValueError("out_indices, frozen_stages and norm_eval apply with features_only=True only")
-    return model

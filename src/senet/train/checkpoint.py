@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..weights import atomic_save, load_file, load_model, read_checkpoint
+from ..factory import load_model
+from ..weights import atomic_save, load_file, read_checkpoint
 
 __all__ = ["capture_rng", "load_checkpoint", "load_trained", "restore_rng", "save_checkpoint", "unwrap"]
 

@@ -122,7 +122,7 @@ def _plain_fields(se_cfg: Config, plain_name: str) -> dict[str, Any]:
     parameters alone (e.g. ``*.se.*``)."""
     import torch
 
-    from ..models import create_model
+    from ..factory import create_model
     from ..se import SEConfig
 
     kwargs = {k: v for k, v in se_cfg.model_kwargs.items() if k not in SEConfig.fields()}

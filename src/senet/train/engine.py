@@ -31,9 +31,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..data import build_data_from_config
-from ..models import create_model, model_info
+from ..factory import create_model, load_model
+from ..models import model_info
 from ..preprocessing import Preprocessing
-from ..weights import checkpoint_metadata, load_model, read_checkpoint, remove_stale_temporaries
+from ..weights import checkpoint_metadata, read_checkpoint, remove_stale_temporaries
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
 from .config import RESUMABLE_CHANGES, Config
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
@@ -754,7 +755,7 @@ def evaluate(
 
     ``checkpoint`` is a ``senet train`` checkpoint (the model, its class count, normalisation and
     evaluation crop come from its config; read in memory when its recipe did) or any weights
-    :func:`senet.weights.load_model` reads: our files, or Cadene / timm / torchvision / converted
+    :func:`senet.load_model` reads: our files, or Cadene / timm / torchvision / converted
     Caffe weights with ``model`` naming the network. Those are evaluated with the preprocessing the
     weights carry (the registry's default when they carry none), each part replaceable by ``crop``,
     ``resize``, ``mean``, ``std``; with ``crop`` alone the resize keeps the weights' crop fraction.
