@@ -1,10 +1,14 @@
 """Feature maps of a network's stages, for detection and dense prediction backbones.
 
-Every network that declares ``feature_info`` (a list, one entry per stage in execution order:
-``{"module": child name, "num_chs": channels, "reduction": stride}``; entry 0 is the stem) can be
-turned into a :class:`FeatureExtractor` with ``create_model(name, features_only=True)``. The
-extractor keeps the network's own modules and parameter names (so its state dict is the
-network's without the classifier) and runs them up to the last stage asked for.
+Every network of the registry declares ``feature_info`` (a list, one
+:class:`~senet.models.common.FeatureInfo` per stage in execution order: ``{"module": path,
+"num_chs": channels, "reduction": stride, "stage": the family's stage number}``; entry 0 is the
+stem), so each can be turned into a :class:`FeatureExtractor` with
+``create_model(name, features_only=True)``. ``module`` is a child of the network or a dotted path
+through ``nn.Sequential`` children (VGG's ``stage1.conv2``, BN-Inception's ``blocks.inception_3b``).
+The extractor keeps the network's own modules and parameter names (so its state dict is the
+network's without the classifier and the layers after the deepest stage asked for) and runs them
+up to that stage.
 """
 
 from __future__ import annotations
@@ -20,6 +24,24 @@ from .models.common import check_input
 __all__ = ["FeatureExtractor"]
 
 
+def _ancestors(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _units(module: nn.Module, containers: set[str], prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The modules that run one after the other in ``module``, in order: its children, with the
+    ``containers`` (paths of ``nn.Sequential`` children holding feature modules) opened up."""
+    out: list[tuple[str, nn.Module]] = []
+    for child_name, child in module.named_children():
+        path = prefix + child_name
+        if path in containers:
+            out += _units(child, containers, path + ".")
+        else:
+            out.append((path, child))
+    return out
+
+
 class FeatureExtractor(nn.Module):
     """The feature maps of stages ``out_indices`` of ``model`` (a list, shallow to deep).
 
@@ -30,6 +52,10 @@ class FeatureExtractor(nn.Module):
         frozen_stages: freeze the stem and stages 1..k (parameters fixed, BN in eval mode), as
             detection fine-tuning does; -1 freezes nothing.
         norm_eval: keep every BatchNorm in eval mode (running statistics fixed) even in training.
+
+    ``feature_info``, ``channels``, ``strides`` and ``return_layers`` describe the returned maps.
+    Containers on the way to a dotted feature module are rebuilt as plain ``nn.Sequential`` holding
+    the same modules under the same names, cut after the deepest module asked for.
     """
 
     def __init__(
@@ -61,22 +87,46 @@ class FeatureExtractor(nn.Module):
         self.in_chans = getattr(model, "in_chans", 3)
         self.min_input_size = getattr(model, "min_input_size", 1)
         self.out_indices = out_indices
+        self.feature_info = [dict(info[i]) for i in out_indices]
         self.channels = [info[i]["num_chs"] for i in out_indices]
         self.strides = [info[i]["reduction"] for i in out_indices]
         self.return_layers = [info[i]["module"] for i in out_indices]
         self.preprocessing = getattr(model, "preprocessing", None)
-        stage_modules = [entry["module"] for entry in info]
-        last = self.return_layers[-1]
-        for child_name, child in model.named_children():
-            self.add_module(child_name, child)
-            if child_name == last:
-                break
-        else:
-            raise ValueError(f"{name}: feature module {last!r} is not a child of the network")
-        self.frozen = stage_modules[: frozen_stages + 1]
+        modules = [entry["module"] for entry in info]
+        containers = {a for m in modules for a in _ancestors(m)}
+        for path in sorted(containers | set(modules)):
+            try:
+                sub = model.get_submodule(path)
+            except AttributeError:
+                raise ValueError(f"{name}: feature module {path!r} is not a module of the network") from None
+            if path in containers and (
+                not isinstance(sub, nn.Sequential) or type(sub).forward is not nn.Sequential.forward
+            ):
+                raise ValueError(f"{name}: feature modules lie inside {path!r}, not an nn.Sequential")
+        units = _units(model, containers)
+        ends = []  # per feature_info entry: index of the last unit computing its module's output
+        for m in modules:
+            inside = [i for i, (path, _) in enumerate(units) if path == m or path.startswith(m + ".")]
+            if not inside:
+                raise ValueError(f"{name}: feature module {m!r} runs no module of the network")
+            if ends and inside[-1] < ends[-1]:
+                raise ValueError(f"{name}: feature_info is not in execution order at {m!r}")
+            ends.append(inside[-1])
+        kept = units[: ends[out_indices[-1]] + 1]
+        for path, module in kept:
+            *parents, leaf = path.split(".")
+            parent: nn.Module = self
+            for p in parents:
+                if p not in parent._modules:
+                    parent.add_module(p, nn.Sequential())
+                parent = parent._modules[p]  # type: ignore[assignment]
+            parent.add_module(leaf, module)
+        self._units = [path for path, _ in kept]
+        self._taps = [ends[i] for i in out_indices]
+        self.frozen = self._units[: ends[frozen_stages] + 1] if frozen_stages >= 0 else []
         self.norm_eval = norm_eval
         for stage in self.frozen:
-            for p in getattr(self, stage).parameters():
+            for p in self.get_submodule(stage).parameters():
                 p.requires_grad_(False)
         self.train()
 
@@ -84,7 +134,7 @@ class FeatureExtractor(nn.Module):
         super().train(mode)
         if mode:
             for stage in self.frozen:
-                getattr(self, stage).eval()
+                self.get_submodule(stage).eval()
             if self.norm_eval:
                 for m in self.modules():
                     if isinstance(m, _BatchNorm):
@@ -93,9 +143,9 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_input(x, self.in_chans, self.min_input_size, self.model_name)
-        out = []
-        for child_name, child in self.named_children():
-            x = child(x)
-            if child_name in self.return_layers:
+        out: list[torch.Tensor] = []
+        for i, path in enumerate(self._units):
+            x = self.get_submodule(path)(x)
+            while len(out) < len(self._taps) and self._taps[len(out)] == i:
                 out.append(x)
         return out

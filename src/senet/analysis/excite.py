@@ -9,9 +9,9 @@ For the NoSqueeze variant, whose gate is a map, the gate of a channel is its spa
 
 Blocks are named as in the paper, ``SE_stageID_blockID`` (Sec. 7.2), for ResNets: networks whose
 SE blocks sit in residual units ``layer<k>.<j>``. The stage number is the family's own
-``SEConfig.stages`` number (ImageNet ResNets: conv2_x..conv5_x = 2..5; CIFAR ResNets: 1..3;
-torchvision ResNets after ``insert_se``: 2..5 as in :mod:`senet.surgery`), the block number is
-``j + 1``. Other networks' blocks are named by their module path.
+``SEConfig.stages`` number, read from the network's ``feature_info`` (ImageNet ResNets:
+conv2_x..conv5_x = 2..5; CIFAR ResNets: 1..3; torchvision ResNets after ``insert_se``: 2..5 as in
+:mod:`senet.surgery`), the block number is ``j + 1``. Other networks' blocks are named by their module path.
 
 :func:`class_specificity` condenses a block into the numbers behind the paper's reading of Fig. 6:
 how far apart the class profiles are, how much of the gates' variance the class explains, and how
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..se import SEBlock, SEConfig
+from ..se import SEBlock
 
 __all__ = [
     "ExcitationRecorder",
@@ -54,26 +54,18 @@ def _se_paths(model: nn.Module) -> list[str]:
     return [p for p, m in model.named_modules() if isinstance(m, SEBlock)]
 
 
-def _stages_from_registry(model: nn.Module, paths: Sequence[str]) -> dict[str, int]:
-    """Stage number of each SE path, found by building the same network with SE in one stage only.
+def _stages_from_feature_info(model: nn.Module, paths: Sequence[str]) -> dict[str, int]:
+    """Stage number of each SE path: the ``stage`` of the ``feature_info`` entry whose module holds it.
 
-    This reads the numbering of the family's ``SEConfig.stages`` instead of assuming one.
+    ``feature_info`` gives every stage's module and the family's ``SEConfig.stages`` number, so the
+    numbering is the family's own instead of an assumed one.
     """
-    from ..models import create_model
-
-    name, kwargs = getattr(model, "model_name", None), getattr(model, "create_kwargs", None)
-    if not name or not isinstance(kwargs, dict) or not isinstance(kwargs.get("se"), dict):
-        return {}
-    se = dict(kwargs["se"])
-    rest = {k: v for k, v in kwargs.items() if k != "se"}
-    wanted, found = set(paths), {}
-    for stage in range(10):
-        try:
-            with torch.device("meta"):
-                probe = create_model(name, se=SEConfig(**{**se, "stages": [stage]}), **rest)
-        except (ValueError, TypeError):
-            continue
-        found.update({p: stage for p in _se_paths(probe) if p in wanted})
+    info = getattr(model, "feature_info", None) or []
+    found = {}
+    for p in paths:
+        stage = next((e["stage"] for e in info if p.startswith(e["module"] + ".")), None)
+        if stage is not None:
+            found[p] = stage
     return found
 
 
@@ -95,7 +87,7 @@ def block_names(model: nn.Module) -> dict[str, str]:
     """
     paths = _se_paths(model)
     if paths and all(_RESNET_UNIT.search(p) for p in paths):
-        stages = _stages_from_registry(model, paths) or _stages_from_torchvision(model, paths)
+        stages = _stages_from_feature_info(model, paths) or _stages_from_torchvision(model, paths)
         if set(stages) == set(paths):
             units = {p: int(_RESNET_UNIT.search(p).group(2)) + 1 for p in paths}  # type: ignore[union-attr]
             names = {p: f"SE_{stages[p]}_{units[p]}" for p in paths}
@@ -432,7 +424,7 @@ def excite(
     ``summary.json`` (:func:`class_specificity` of every block). ``classes`` defaults to every
     class (at most 10 are plotted in one figure); ``blocks`` to :func:`default_blocks`.
     """
-    from ..data import build_data
+    from ..data import build_data_from_config
     from ..train import load_trained
     from . import plots
     from .profile import pick_device
@@ -446,41 +438,36 @@ def excite(
     names = block_names(model)
     if not names:
         raise ValueError(
-            f"{ckpt['model_name']} has no SE blocks, so it has no excitations: use an SE network's checkpoint"
+            f"{ckpt['arch']} has no SE blocks, so it has no excitations: use an SE network's checkpoint"
         )
     chosen_blocks = select_blocks(names, _split_args(blocks))
     wanted = _split_args(classes)
     if "classes" in ckpt:
         class_indices(list(ckpt["classes"]), wanted)
     cfg = ckpt["config"]
-    data = build_data(
-        data_dir,
-        dataset=cfg["dataset"],
-        augment=cfg["augment"],
-        image_size=cfg["image_size"],
-        eval_crop=cfg["eval_crop"],
-        eval_resize=cfg["eval_resize"],
-        mean=cfg["mean"],
-        std=cfg["std"],
-        in_memory=cfg["in_memory"],
-        cache_dir=cfg["cache_dir"],
+    data = build_data_from_config(
+        cfg,
+        data_dir=data_dir,
         val_subset=images_per_class,
         eval_batch_size=batch_size,
         workers=min(2, int(cfg.get("workers", 2))),
         device=dev,
         train=False,
+        download=False,
+        strict=False,
     )
-    if len(data.classes) != ckpt["num_classes"] or (
+    num_classes = ckpt["create_kwargs"]["num_classes"]
+    if len(data.classes) != num_classes or (
         "classes" in ckpt and list(ckpt["classes"]) != list(data.classes)
     ):
         raise ValueError(
             f"{data_dir} has {len(data.classes)} classes ({', '.join(data.classes[:5])}, ...) but the "
-            f"checkpoint's model was trained on {ckpt['num_classes']} others: pass its data set"
+            f"checkpoint's model was trained on {num_classes} others: pass its data set"
         )
     with ExcitationRecorder(model, len(data.classes), names) as rec:
         for x, y in data.val:
             rec.observe(x, y)
-        stats = rec.stats(list(data.classes), ckpt["model_name"])
+        stats = rec.stats(list(data.classes), ckpt["arch"])
     stats = stats.select(wanted if wanted else list(range(len(stats.classes))))
     out = Path(out)
     try:

@@ -31,6 +31,11 @@ branch before the mix would double it).
 ``SEConfig.stages`` numbers the three stages 1, 2, 3 (16/32/64 channels in ResNet-20..110).
 ``SEConfig.integration`` (Fig. 5) is supported by every family here; ``position="3x3"`` (SE_3x3)
 only by the bottleneck network ResNet-164.
+
+``feature_info`` (``features_only=True``) of every family: the stem (stride 1, stage 0) and the
+outputs of ``layer1`` .. ``layer3`` at strides 1, 2, 4. As in timm's pre-activation ResNetV2, the
+``layer3`` feature of ResNet-164, WRN and Shake-Shake is the stage output itself, without the final
+BN-ReLU / ReLU that ``forward_features`` adds.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ class CifarResNet(ClassifierNet):
         self.num_classes = num_classes
         self.min_input_size = 8
         self.stem = ConvBNAct(in_chans, widths[0], 3)
+        self.add_feature("stem", widths[0], 1, stage=0)
         inplanes = widths[0]
         for i, planes in enumerate(widths):
             stage_se = se if se is not None and se.in_stage(i + 1) else None
@@ -138,6 +144,7 @@ class CifarResNet(ClassifierNet):
             blocks = [BasicBlock(inplanes, planes, stride, down, se=stage_se)]
             blocks += [BasicBlock(planes, planes, se=stage_se) for _ in range(1, n)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            self.add_feature(f"layer{i + 1}", planes, 2**i, stage=i + 1)
             inplanes = planes
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = inplanes
@@ -285,6 +292,7 @@ class PreActResNet(ClassifierNet):
         self.num_classes = num_classes
         self.min_input_size = 8
         self.stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)  # the first unit starts with BN-ReLU
+        self.add_feature("stem", stem_width, 1, stage=0)
         in_ch = stem_width
         for i, p in enumerate(planes):
             stage_se = se if se is not None and se.in_stage(i + 1) else None
@@ -292,6 +300,7 @@ class PreActResNet(ClassifierNet):
             in_ch = p * block.expansion
             units += [block(in_ch, p, se=stage_se) for _ in range(1, blocks)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*units))
+            self.add_feature(f"layer{i + 1}", in_ch, 2**i, stage=i + 1)
         self.bn = nn.BatchNorm2d(in_ch)
         self.relu = nn.ReLU(inplace=True)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -489,6 +498,7 @@ class ShakeShakeNet(ClassifierNet):
         self.num_classes = num_classes
         self.min_input_size = 8
         self.stem = ConvBNAct(in_chans, stem_width, 3, act=False)  # each branch starts with a ReLU
+        self.add_feature("stem", stem_width, 1, stage=0)
         in_ch = stem_width
         for i, out_ch in enumerate(widths):
             stage_se = se if se is not None and se.in_stage(i + 1) else None
@@ -502,6 +512,7 @@ class ShakeShakeNet(ClassifierNet):
                 )
                 in_ch = out_ch
             setattr(self, f"layer{i + 1}", nn.Sequential(*units))
+            self.add_feature(f"layer{i + 1}", in_ch, 2**i, stage=i + 1)
         self.relu = nn.ReLU(inplace=True)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = in_ch

@@ -5,11 +5,27 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import TypedDict
 
 import torch
 from torch import nn
 
-__all__ = ["ClassifierNet", "ConvBNAct", "check_input", "init_weights"]
+__all__ = ["ClassifierNet", "ConvBNAct", "FeatureInfo", "check_input", "init_weights"]
+
+
+class FeatureInfo(TypedDict):
+    """One feature map a network declares (:mod:`senet.features`), timm's ``feature_info`` entry plus
+    the family's stage number.
+
+    ``module``: path of the module whose output it is (a child of the network, or a dotted path
+    through ``nn.Sequential`` children); ``num_chs``: its channels; ``reduction``: its stride with
+    respect to the input; ``stage``: the family's ``SEConfig.stages`` number of the stage it ends.
+    """
+
+    module: str
+    num_chs: int
+    reduction: int
+    stage: int
 
 
 class ClassifierNet(nn.Module):
@@ -18,7 +34,19 @@ class ClassifierNet(nn.Module):
 
     Subclasses register ``global_pool``, ``pre_logits`` and ``fc`` in that order (the order they run).
     The split follows timm, so ``forward_features`` is the backbone output for detection and analysis.
+
+    ``feature_info`` lists the stage outputs, shallow to deep, declared with :meth:`add_feature`;
+    entry 0 is the stem (or first stage). ``create_model(name, features_only=True)`` builds on it.
     """
+
+    feature_info: list[FeatureInfo]
+
+    def add_feature(self, module: str, num_chs: int, reduction: int, stage: int) -> None:
+        """Append the output of ``module`` to ``feature_info`` (call in execution order)."""
+        if "feature_info" not in self.__dict__:
+            self.feature_info = []
+        entry = FeatureInfo(module=module, num_chs=num_chs, reduction=reduction, stage=stage)
+        self.feature_info.append(entry)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

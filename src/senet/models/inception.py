@@ -32,6 +32,13 @@ names ``inception_3x``, ``4x``, ``5x`` (the reductions 3c and 4e belong to the s
 after). Inception-ResNet-v2: 3 = ``mixed_5b`` + block35 (35x35), 4 = ``mixed_6a`` + block17
 (17x17), 5 = ``mixed_7a`` + block8 (8x8), i.e. TF's Mixed_5/6/7 groups.
 
+``feature_info`` (``features_only=True``) has the last module at each resolution, as timm's
+``inception_v3`` / ``inception_resnet_v2``: BN-Inception ``stem.conv1_7x7_s2`` (stride 2),
+``stem.conv2_3x3`` (4), ``blocks.inception_3b`` (8), ``blocks.inception_4d`` (16),
+``blocks.inception_5b`` (32); Inception-ResNet-v2 ``conv2d_2b``, ``conv2d_4a``, ``repeat``,
+``repeat_1``, ``conv2d_7b`` (the names and channels of timm's). Inception-ResNet-v2 pads 'VALID',
+so its maps are a few pixels smaller than input / stride (8x8 at stride 32 for 299x299).
+
 Cost (Table 2, multiply-adds): BN-Inception 2.03 / SE 2.04 G at 224x224. Inception-ResNet-v2's
 11.75 / 11.76 G is not what this network costs at its 299x299 input (13.16 G, the same as timm's
 count): the figure holds within 0.2% at 297x297 or 298x298 (11.73 / 11.74 G, final grid 7x7 instead
@@ -203,12 +210,18 @@ class BNInception(ClassifierNet):
         self.num_classes = num_classes
         self.min_input_size = 7
         self.stem = _bn_inception_stem(in_chans)
+        self.add_feature("stem.conv1_7x7_s2", 64, 2, stage=1)
+        self.add_feature("stem.conv2_3x3", 192, 4, stage=2)
         modules: list[tuple[str, nn.Module]] = []
-        channels = 192
-        for spec in BN_INCEPTION_SPECS:
+        channels, reduction = 192, 8
+        for i, spec in enumerate(BN_INCEPTION_SPECS):
             module = InceptionModule(channels, spec, _stage_se(se, int(spec.name[0])))
             modules.append((f"inception_{spec.name}", module))
             channels = module.out_channels
+            reduction *= spec.stride
+            following = BN_INCEPTION_SPECS[i + 1 :]
+            if not following or following[0].stride == 2:  # the last module at this resolution
+                self.add_feature(f"blocks.inception_{spec.name}", channels, reduction, int(spec.name[0]))
         self.blocks = nn.Sequential(OrderedDict(modules))
         self.num_features = channels
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -469,18 +482,23 @@ class InceptionResNetV2(ClassifierNet):
         self.conv2d_1a = _conv(in_chans, 32, 3, 2)
         self.conv2d_2a = _conv(32, 32, 3)
         self.conv2d_2b = _conv(32, 64, 3, padding=1)
+        self.add_feature("conv2d_2b", 64, 2, stage=1)
         self.maxpool_3a = nn.MaxPool2d(3, 2)
         self.conv2d_3b = _conv(64, 80, 1)
         self.conv2d_4a = _conv(80, 192, 3)
+        self.add_feature("conv2d_4a", 192, 4, stage=2)
         self.maxpool_5a = nn.MaxPool2d(3, 2)
         self.mixed_5b = Mixed5b(se3)
         self.repeat = nn.Sequential(*[Block35(0.17, se3) for _ in range(10)])
+        self.add_feature("repeat", 320, 8, stage=3)
         self.mixed_6a = Mixed6a(se4)
         self.repeat_1 = nn.Sequential(*[Block17(0.10, se4) for _ in range(20)])
+        self.add_feature("repeat_1", 1088, 16, stage=4)
         self.mixed_7a = Mixed7a(se5)
         self.repeat_2 = nn.Sequential(*[Block8(0.20, se5) for _ in range(9)])
         self.block8 = Block8(1.0, se5, relu=False)
         self.conv2d_7b = _conv(2080, 1536, 1)
+        self.add_feature("conv2d_7b", 1536, 32, stage=5)
         self.num_features = 1536
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()

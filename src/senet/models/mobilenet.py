@@ -18,6 +18,10 @@ Stages are numbered by output stride, as the ResNets' conv2_x .. conv5_x: stage 
 whose output is at stride 2^k (1: the 64-channel unit at 112x112; 2: 128 ch; 3: 256 ch;
 4: the six 512-channel units; 5: 1024 ch). SE options: ``integration="standard"`` and
 ``position="after_block"`` only (there is no residual branch to put SE before or around).
+
+``feature_info`` (``features_only=True``): the stem (stride 2, stage 0) and the outputs of stages
+1 .. 5 at strides 2, 4, 8, 16, 32 (as timm's ``mobilenetv1_100``: the last unit before each
+stride-2 unit, and the last unit).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class MobileNet(ClassifierNet):
         self.num_classes = num_classes
         self.min_input_size = 2 ** len(stages)
         self.stem = ConvBNAct(in_chans, stem_width, 3, 2)
+        self.add_feature("stem", stem_width, 2, stage=0)
         self.stage_channels: list[int] = []
         ch = stem_width
         for stage, widths in zip(stage_ids, stages, strict=True):
@@ -95,6 +100,7 @@ class MobileNet(ClassifierNet):
                 ch = out_ch
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(units)))
             self.stage_channels.append(ch)
+            self.add_feature(f"stage{stage}", ch, 2**stage, stage)
         self.num_stages = len(stages)
         self.num_features = ch
         self.global_pool = nn.AdaptiveAvgPool2d(1)

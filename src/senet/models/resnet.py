@@ -13,6 +13,9 @@ Two layouts compute different functions from the same parameter names:
 ``stride_in_1x1`` overrides the stride placement alone. SE sits on the residual branch before the
 summation (Fig. 3); ``SEConfig.integration`` / ``position`` / ``stages`` give the variants of
 Sec. 7 (Fig. 5, SE_3x3, SE_Stage_k). Stages are numbered as in the paper: conv2_x .. conv5_x = 2..5.
+
+``feature_info`` (``features_only=True``): the stem after its max-pool (stride 4, stage 1) and
+``layer1`` .. ``layer4`` (conv2_x .. conv5_x) at strides 4, 8, 16, 32.
 """
 
 from __future__ import annotations
@@ -279,7 +282,7 @@ class ResNet(ClassifierNet):
         block_kw = dict(
             groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1, first_width=first_width
         )
-        self.feature_info = [{"module": "stem", "num_chs": stem_width, "reduction": 4}]
+        self.add_feature("stem", stem_width, 4, stage=1)
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             stage = i + 2
             stage_se = se if se is not None and se.in_stage(stage) else None
@@ -288,9 +291,7 @@ class ResNet(ClassifierNet):
             setattr(
                 self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw)
             )
-            self.feature_info.append(
-                {"module": f"layer{i + 1}", "num_chs": self.inplanes, "reduction": 4 * 2**i}
-            )
+            self.add_feature(f"layer{i + 1}", self.inplanes, 4 * 2**i, stage)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.num_features = self.inplanes

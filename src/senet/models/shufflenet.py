@@ -27,6 +27,9 @@ FCs).
 The integration variants of Fig. 5 (``"pre"``, ``"post"``, ``"identity"``: on the stride-2 units the
 identity branch is the average-pooled shortcut) and ``position="3x3"`` (SE after the depthwise 3x3
 convolution and its BN) are supported; ``stages`` uses the numbering 2, 3, 4.
+
+``feature_info`` (``features_only=True``): the stem after its max-pool (stride 4, stage 1, as the
+ResNets' stem) and the outputs of stages 2, 3, 4 at strides 8, 16, 32.
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ class ShuffleNet(ClassifierNet):
         self.stem = nn.Sequential(
             OrderedDict([("conv", ConvBNAct(in_chans, stem_width, 3, 2)), ("pool", nn.MaxPool2d(3, 2, 1))])
         )
+        self.add_feature("stem", stem_width, 4, stage=1)
         self.stage_channels: list[int] = []
         ch = stem_width
         for stage, (out_ch, n) in enumerate(zip(STAGE_WIDTHS[groups], depths, strict=True), 2):
@@ -192,6 +196,7 @@ class ShuffleNet(ClassifierNet):
                 ch = out_ch
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(units)))
             self.stage_channels.append(ch)
+            self.add_feature(f"stage{stage}", ch, 2 ** (stage + 1), stage)
         self.num_features = ch
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Identity()

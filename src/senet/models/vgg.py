@@ -16,6 +16,12 @@ added), so its weights map one-to-one onto the plain network:
 Stages are numbered as VGG's convolution blocks conv1_x .. conv5_x = 1..5 (each ends with a 2x2
 max-pool). SE options: ``integration`` is ``"standard"`` only (there is no shortcut to put SE on,
 before or after) and ``position`` is ``"after_block"`` only (every convolution is already a 3x3 one).
+
+``feature_info`` (``features_only=True``) follows timm's VGG: the output of each stage's last unit,
+*before* its max-pool (``stage1.conv2`` .. ``stage5.conv3`` at strides 1, 2, 4, 8, 16), then the
+output of the last stage after its max-pool (``stage5``, stride 32, the ``forward_features`` map).
+Entry 0 (stride 1) is left out by default, as the other families' stems; ask for it with
+``out_indices=(0, ...)``.
 """
 
 from __future__ import annotations
@@ -98,7 +104,9 @@ class VGG(ClassifierNet):
             layers.append(("pool", nn.MaxPool2d(2, 2)))
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(layers)))
             self.stage_channels.append(ch)
+            self.add_feature(f"stage{stage}.conv{len(widths)}", ch, 2 ** (stage - 1), stage)
         self.num_stages = len(stages)
+        self.add_feature(f"stage{self.num_stages}", ch, 2**self.num_stages, self.num_stages)
         self.num_features = ch
         self.global_pool = nn.AdaptiveAvgPool2d(7)
         self.pre_logits = nn.Sequential(
