@@ -504,7 +504,8 @@ def _add_excite(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_excite(args: argparse.Namespace) -> int:
-    from .analysis.excite import excite, summary_markdown
+    from .analysis.excite import summary_markdown
+    from .analysis.excite_job import excite
 
     r = excite(
         args.checkpoint,
