@@ -148,6 +148,7 @@ def test_model_inputs_that_are_not_float_image_tensors(name):
 
 
 def test_se_block_on_the_wrong_channel_count_names_both():
-    with pytest.raises(ValueError, match=r"SEBlock\(channels=64\) got an input of shape \[2, 32, 8, 8\]"):
+    shape = r"SEBlock\(channels=64, dims=2\) got an input of shape \[2, 32, 8, 8\]"
+    with pytest.raises(ValueError, match=shape):
         SEBlock(64)(torch.zeros(2, 32, 8, 8))
     assert SEBlock(32)(torch.ones(2, 32, 8, 8)).shape == (2, 32, 8, 8)

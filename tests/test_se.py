@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -225,3 +226,86 @@ def test_se_network_shares_its_twins_initial_weights(name):
     assert torch.equal(after_se, after_plain)
     se_only = [k for k in se_state if k not in plain_state]
     assert se_only and all(".se" in k or "se_" in k or "se." in k for k in se_only), se_only[:5]
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_SHAPE = {1: (3, 24, 7), 2: (3, 24, 5, 6), 3: (3, 24, 3, 4, 5)}
+
+
+def _hand_nd(block: SEBlock, z: torch.Tensor, gate, dims: int) -> torch.Tensor:
+    """s = gate(W2 relu(W1 z + b1) + b2) with the convolution of the block's rank."""
+    conv = _CONV[dims]
+    return gate(conv(F.relu(conv(z, block.fc1.weight, block.fc1.bias)), block.fc2.weight, block.fc2.bias))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("squeeze", ["avg", "max", "none"])
+def test_nd_block_matches_equations(dims, squeeze):
+    """1-D (N, C, L) and 3-D (N, C, T, H, W) blocks: the squeeze reduces every spatial dimension."""
+    x = torch.randn(*_SHAPE[dims])
+    se = SEBlock(24, reduction=4, squeeze=squeeze, dims=dims)
+    assert isinstance(se.fc1, {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[dims])
+    assert se.fc1.weight.shape == (6, 24, *(1,) * dims) and se.fc2.weight.shape == (24, 6, *(1,) * dims)
+    spatial = tuple(range(2, 2 + dims))
+    if squeeze == "avg":
+        z = x.sum(spatial, keepdim=True) / x[0, 0].numel()
+    elif squeeze == "max":
+        z = x.flatten(2).max(2).values.reshape(3, 24, *(1,) * dims)
+    else:
+        z = x
+    torch.testing.assert_close(se(x), x * _hand_nd(se, z, torch.sigmoid, dims))
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_nd_parameter_count_is_eq5_and_identity_init_exact(dims):
+    se = SEBlock(64, dims=dims)
+    assert sum(p.numel() for p in se.parameters()) == 2 * 64 * 4 + 4 + 64  # Eq. 5 with biases
+    assert sum(p.numel() for p in SEBlock(64, dims=dims, bias=False).parameters()) == 2 * 64 * 4
+    x = torch.randn(*_SHAPE[dims][:1], 64, *_SHAPE[dims][2:], requires_grad=True)
+    ident = SEBlock(64, dims=dims, init="identity")
+    y = ident(x)
+    assert torch.equal(y, x)
+    y.square().sum().backward()
+    assert ident.fc2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("dims", "shape", "expected"), [(1, (2, 8, 5, 5), "(N, 8, L)"), (3, (2, 8, 5), "(N, 8, T, H, W)")]
+)
+def test_nd_wrong_rank_names_the_expected_shape(dims, shape, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        SEBlock(8, reduction=2, dims=dims)(torch.randn(*shape))
+    with pytest.raises(ValueError, match="dims=4 is not one of"):
+        SEBlock(8, dims=4)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_nd_fused_scale_add_relu_is_the_same_function(dims):
+    """The fused training path for 1-D / 3-D maps: output and every gradient as autograd's."""
+    se = SEBlock(16, reduction=4, dims=dims).double()
+    shape = (_SHAPE[dims][0], 16, *_SHAPE[dims][2:])
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    sc = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape, dtype=torch.float64)
+    params = list(se.parameters())
+    out = se.scale_add_relu(x, sc)
+    assert "SEScaleAddReLU" in type(out.grad_fn).__name__
+    z = x.mean(tuple(range(2, 2 + dims)), keepdim=True)
+    ref = F.relu(x * _hand_nd(se, z, torch.sigmoid, dims) + sc)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    got = torch.autograd.grad(out, [x, sc, *params], g)
+    want = torch.autograd.grad(ref, [x, sc, *params], g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # inference path (in place) and the generic chain (max squeeze)
+        torch.testing.assert_close(se.scale_add_relu(x.detach().clone(), sc.detach()), ref.detach())
+        mx = SEBlock(16, reduction=4, squeeze="max", dims=dims).double()
+        zm = x.detach().amax(tuple(range(2, 2 + dims)), keepdim=True)
+        want_max = F.relu(x.detach() * _hand_nd(mx, zm, torch.sigmoid, dims) + sc.detach())
+    got_max = mx.scale_add_relu(x, sc)
+    torch.testing.assert_close(got_max, want_max)
+
+
+def test_config_builds_nd_blocks():
+    assert SEConfig(reduction=8).block(32, dims=3).fc1.weight.shape == (4, 32, 1, 1, 1)
+    assert "dims" not in SEConfig.fields()  # a property of the place, not a network knob

@@ -9,7 +9,11 @@ One module serves every network of the package: the variants are arguments, not 
   release), ReLU between, then a gate: sigmoid (the paper), tanh or ReLU (Table 12), or ``2*sigmoid``
   whose value at zero is exactly 1 (used by ``init="identity"`` to add SE to trained networks);
 * width: ``channels // reduction`` hidden units, at least one, with no rounding (the paper and the
-  release); ``divisor=8`` reproduces timm's and mmpretrain's rounding for weight compatibility.
+  release); ``divisor=8`` reproduces timm's and mmpretrain's rounding for weight compatibility;
+* dims: the block recalibrates 2-D feature maps (N, C, H, W) by default, 1-D ones (N, C, L: audio,
+  sequences) with ``dims=1`` and 3-D ones (N, C, T, H, W: video) with ``dims=3``. The squeeze averages
+  over every spatial dimension (Eq. 2 with H x W replaced by L or T x H x W); the FC layers are
+  1x1 (x1) convolutions of the matching rank, so state dicts look like the release's.
 
 :class:`SEConfig` gathers these block options together with the network-level ones (where the block
 sits: ``integration``, ``position``, ``stages``) so that every SE network takes the same knobs.
@@ -17,6 +21,7 @@ sits: ``integration``, ``position``, ``stages``) so that every SE network takes 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -31,6 +36,9 @@ EXCITATIONS = ("sigmoid", "tanh", "relu", "sigmoid2x")
 INTEGRATIONS = ("standard", "pre", "post", "identity")
 POSITIONS = ("after_block", "3x3")
 INITS = ("default", "identity")
+DIMS = (1, 2, 3)
+_SHAPES = {1: "L", 2: "H, W", 3: "T, H, W"}
+_CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 __all__ = ["SEBlock", "SEConfig", "ScaledSigmoid", "se_random_stream", "se_width"]
 
@@ -104,7 +112,11 @@ class SEBlock(nn.Module):
         divisor: round the hidden width as timm does (1 = the paper's ``C // r``).
         init: ``"identity"`` zero-initialises ``fc2`` and uses the ``2*sigmoid`` gate, so the block
             starts as the exact identity (for adding SE to an already trained network).
+        dims: spatial dimensions of the feature maps: 1 (N, C, L), 2 (N, C, H, W; default) or
+            3 (N, C, T, H, W). The squeeze averages (or maxes) over all of them.
     """
+
+    dims: int = 2  # class default: blocks pickled before 1-D / 3-D support are 2-D
 
     def __init__(
         self,
@@ -116,8 +128,11 @@ class SEBlock(nn.Module):
         bias: bool = True,
         divisor: int = 1,
         init: str = "default",
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        if dims not in DIMS:
+            raise ValueError(f"SEBlock dims={dims!r} is not one of {DIMS} (1-D, 2-D or 3-D feature maps)")
         if channels < 1 or reduction < 1:
             raise ValueError(f"SEBlock needs channels >= 1 and reduction >= 1, got {channels}, {reduction}")
         _choice("squeeze", squeeze, SQUEEZES)
@@ -130,27 +145,41 @@ class SEBlock(nn.Module):
         self.channels = channels
         self.hidden = se_width(channels, reduction, divisor)
         self.squeeze_mode = squeeze
+        self.dims = dims
+        conv = _CONVS[dims]
         with se_random_stream():
-            self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=bias)
+            self.fc1 = conv(channels, self.hidden, 1, bias=bias)
             self.act = nn.ReLU(inplace=True)
-            self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=bias)
+            self.fc2 = conv(self.hidden, channels, 1, bias=bias)
         self.gate = _gate(excitation)
         if init == "identity":
             nn.init.zeros_(self.fc2.weight)
             if self.fc2.bias is not None:
                 nn.init.zeros_(self.fc2.bias)
 
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The dimensions the squeeze reduces: ``(2,)``, ``(2, 3)`` or ``(2, 3, 4)``."""
+        return tuple(range(2, 2 + self.dims))
+
+    def expand(self, s: torch.Tensor) -> torch.Tensor:
+        """Gates (N, C) as (N, C, 1, ...) with one singleton per spatial dimension."""
+        return s[(slice(None), slice(None)) + (None,) * self.dims]
+
     def excite(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate values s (N, C, 1, 1), or (N, C, H, W) for the NoSqueeze variant."""
-        if x.dim() != 4 or x.shape[1] != self.channels:
+        """The gate values s (N, C, 1, 1) -- one 1 per spatial dimension -- or, for the NoSqueeze
+        variant, a map of the input's shape."""
+        if x.dim() != self.dims + 2 or x.shape[1] != self.channels:
             raise ValueError(
-                f"SEBlock(channels={self.channels}) got an input of shape {list(x.shape)}: it takes feature "
-                f"maps (N, {self.channels}, H, W); build it with the channel count of the layer it follows"
+                f"SEBlock(channels={self.channels}, dims={self.dims}) got an input of shape {list(x.shape)}: "
+                f"it takes feature maps (N, {self.channels}, {_SHAPES[self.dims]}); build it with the "
+                "channel count of the layer it follows and dims=1 (N, C, L), 2 (N, C, H, W) or "
+                "3 (N, C, T, H, W)"
             )
         if self.squeeze_mode == "none":  # NoSqueeze: the 1x1 convolutions run over the whole map
             return self.gate(self.fc2(self.act(self.fc1(x))))
-        z = x.mean((2, 3)) if self.squeeze_mode == "avg" else x.amax((2, 3))
-        return self.excitation(z)[:, :, None, None]
+        z = x.mean(self.spatial) if self.squeeze_mode == "avg" else x.amax(self.spatial)
+        return self.expand(self.excitation(z))
 
     def excitation(self, z: torch.Tensor) -> torch.Tensor:
         """The gates (N, C) of squeezed descriptors ``z`` (N, C): Eq. 3.
@@ -213,7 +242,8 @@ class SEBlock(nn.Module):
         return bool(self._forward_hooks or nn.modules.module._global_forward_hooks)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, hidden={self.hidden}, squeeze={self.squeeze_mode!r}"
+        dims = f", dims={self.dims}" if self.dims != 2 else ""
+        return f"channels={self.channels}, hidden={self.hidden}, squeeze={self.squeeze_mode!r}{dims}"
 
 
 class _SEScaleAddReLU(torch.autograd.Function):
@@ -222,7 +252,8 @@ class _SEScaleAddReLU(torch.autograd.Function):
     Forward: the squeeze, the excitation (a tiny graph on (N, C) recorded apart), ``addcmul`` and an
     in-place ReLU. Backward, with ``m`` the ReLU mask of the output: ``g = grad * m`` is the
     shortcut's gradient; ``g_s = sum_hw(g * x)`` goes back through the excitation graph to the SE
-    parameters and to ``g_z``; the gradient of ``x`` is ``g * s + g_z / (H W)`` in one ``addcmul``.
+    parameters and to ``g_z``; the gradient of ``x`` is ``g * s + g_z / (H W)`` in one ``addcmul``
+    (``H W`` being the number of positions: ``L`` or ``T H W`` for 1-D and 3-D blocks).
     """
 
     @staticmethod
@@ -230,12 +261,14 @@ class _SEScaleAddReLU(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, shortcut: torch.Tensor, se: SEBlock, *params: torch.Tensor
     ) -> torch.Tensor:
         with torch.enable_grad():
-            z = x.detach().mean((2, 3)).requires_grad_()
+            z = x.detach().mean(se.spatial).requires_grad_()
             s = se.excitation(z)
-        s4 = s.detach()[:, :, None, None].to(x.dtype)
+        s4 = se.expand(s.detach()).to(x.dtype)
         out = torch.addcmul(shortcut, x, s4, out=torch.empty_like(x)).relu_()  # x's memory format
         ctx.save_for_backward(x, s4, out)
         ctx.graph = (z, s, params)
+        ctx.spatial = se.spatial
+        ctx.expand = se.expand
         return out
 
     @staticmethod
@@ -244,13 +277,13 @@ class _SEScaleAddReLU(torch.autograd.Function):
         x, s4, out = ctx.saved_tensors
         z, s, params = ctx.graph
         g = torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=torch.empty_like(out))
-        g_s = (g * x).sum((2, 3), dtype=torch.promote_types(x.dtype, torch.float32)).to(s.dtype)
+        g_s = (g * x).sum(ctx.spatial, dtype=torch.promote_types(x.dtype, torch.float32)).to(s.dtype)
         wanted = [z, *(p for p in params if p.requires_grad)]
         grads = iter(torch.autograd.grad(s, wanted, g_s))
         g_z = next(grads)
         g_params = [next(grads) if p.requires_grad else None for p in params]
-        hw = x.shape[2] * x.shape[3]
-        g_x = torch.addcmul((g_z / hw)[:, :, None, None].to(x.dtype), g, s4, out=torch.empty_like(g))
+        hw = math.prod(x.shape[d] for d in ctx.spatial)
+        g_x = torch.addcmul(ctx.expand(g_z / hw).to(x.dtype), g, s4, out=torch.empty_like(g))
         return (g_x, g, None, *g_params)
 
 
@@ -300,8 +333,12 @@ class SEConfig:
         """Names of the options (the keywords ``create_model`` routes to SE)."""
         return tuple(cls.__dataclass_fields__)
 
-    def block(self, channels: int) -> SEBlock:
-        """An :class:`SEBlock` for ``channels`` with this configuration."""
+    def block(self, channels: int, dims: int = 2) -> SEBlock:
+        """An :class:`SEBlock` for ``channels`` with this configuration, for ``dims``-D feature maps.
+
+        ``dims`` is a property of the place the block goes, not a knob of the network, so it is an
+        argument here rather than a field.
+        """
         return SEBlock(
             channels,
             self.reduction,
@@ -310,6 +347,7 @@ class SEConfig:
             bias=self.bias,
             divisor=self.divisor,
             init=self.init,
+            dims=dims,
         )
 
     def in_stage(self, stage: int) -> bool:

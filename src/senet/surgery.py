@@ -1,18 +1,57 @@
-"""``insert_se``: add SE blocks to an existing torchvision network, in place, where the paper puts them.
+"""``insert_se``: add SE blocks to an existing network, in place, where the paper puts them.
 
-Supported networks and positions:
+The places are found from the network's *structure*, not from a list of known classes: the model is
+traced with ``torch.fx`` (in eval mode; modules of ``torch.nn`` and SE blocks are leaves) and its
+graph is searched for
 
-* torchvision ``resnet*``, ``resnext*``, ``wide_resnet*`` (``BasicBlock`` and ``Bottleneck``): SE on
-  the residual branch after its last batch norm, before the summation with the identity (Fig. 3).
-  Stages are numbered as in the paper: ``layer1`` .. ``layer4`` = conv2_x .. conv5_x = 2 .. 5.
-* torchvision ``vgg*_bn`` (and ``vgg*``): SE after the ReLU that follows each convolution
-  (Sec. 3.3, "VGG-like plain networks"). Stages are the five blocks between max-pools, 1 .. 5.
+* **residual units** -- an addition of two tensors that come from different paths out of one fork,
+  one of them a branch that ends (after layer scales, dropout or drop-path) in a convolution or a
+  normalisation, possibly followed by a layout permutation (ConvNeXt). Where SE goes follows
+  ``integration`` (paper Fig. 5): ``"standard"`` on the branch after its last layer, before the
+  summation (Fig. 3); ``"pre"`` on the branch input; ``"post"`` after the summation and the
+  non-linearity that follows it, if any; ``"identity"`` on the shortcut, in parallel to the branch;
+* **plain chains** -- a convolution, a normalisation and a non-linearity in a row, each read only by
+  the next: SE goes after the non-linearity (Sec. 3.3, VGG-like plain networks; the paper's rule for
+  Inception modules is "after the concatenation", which this generic search does not single out).
 
-The block's own ``forward`` is not touched and no hooks are used: the module that the SE block must
-follow (the block's ``bn3`` / ``bn2``, or the VGG ReLU) is replaced by a small container that calls
-it and then the SE block (:class:`BNThenSE`, :class:`ActThenSE`). The SE blocks are therefore
+``where="auto"`` (default) uses the residual units of a network that has any and the plain chains
+of one that has none -- so a ResNet's stem gets no SE, as in the paper's SE-ResNets and the release;
+``"residual"`` and ``"plain"`` pick one kind (``"plain"`` then skips chains inside residual branches
+and shortcuts). ``where`` also takes a callable ``(module name, module) -> bool`` or a list of
+``fnmatch`` patterns of module names: SE then goes right after every module selected (full control;
+``integration`` must stay ``"standard"``). The width of each block is read from the graph (channels
+are followed through permutations and channels-last linear layers) and its rank from the
+convolutions: ``dims=1`` for ``Conv1d`` networks (N, C, L), ``dims=3`` for video (N, C, T, H, W).
+
+Tested on torchvision ResNet / ResNeXt / Wide ResNet, VGG-BN, MobileNetV2, DenseNet-121, ConvNeXt,
+video R3D-18, timm ResNets, senet's own plain networks and small hand-written 1-D / 2-D CNNs.
+
+* ConvNeXt: the residual branch ends in a channels-last ``Linear`` and a permutation back to
+  (N, C, H, W); "standard" SE goes after that permutation, before the layer scale gamma (a
+  per-channel scale that multiplies the gates; the branch has no final normalisation).
+* DenseNet (concatenation, no summation) is a plain network here: SE after every conv-BN-ReLU,
+  i.e. after the bottleneck 1x1 of each dense layer and after the stem.
+* Networks that already have squeeze-and-excitation (torchvision EfficientNet, RegNetY,
+  MobileNetV3, timm SE-ResNets; found by structure: global pool -> FC -> non-linearity -> FC ->
+  gate -> multiplication with the pooled map) are refused by ``where="auto"`` with a message naming
+  their SE modules; an explicit ``where`` is obeyed.
+* A model whose own forward ``torch.fx`` cannot trace (data-dependent control flow) is refused with
+  a one-line error naming the module that stopped the trace; a *submodule* that stops it is kept
+  whole (one leaf of the graph: no SE inside it) and named in a warning -- senet's CIFAR ResNets'
+  zero-padding shortcuts, for instance. senet's own input check is skipped while tracing.
+
+How the blocks are added. The code of the network is not changed where it can be avoided: the
+module that the SE block must follow is replaced by a small container that calls it and then the
+block (:class:`BNThenSE` for batch norms, :class:`ActThenSE` for non-linearities,
+:class:`ModuleThenSE` otherwise); for "pre" the first module of the branch is replaced by
+:class:`SEThenModule`. When the output to recalibrate is made by a shared module or by a function
+(the sum of a residual unit), the innermost module that returns it is wrapped instead (for "post",
+the whole residual unit). Only a place with no module on it at all -- the identity shortcut of
+``integration="identity"`` -- is handled by rewriting the unit that contains it as a
+``torch.fx.GraphModule`` (same class name and parameter names, plus an ``se`` child); units whose
+own code depends on the train/eval mode are not rewritten (a warning names them). SE blocks are
 ordinary registered submodules: they appear in ``model.modules()``, are saved in ``state_dict()``,
-follow ``.to()``, and survive ``copy.deepcopy``, ``pickle`` and ``torch.compile``.
+follow ``.to()``, and survive ``copy.deepcopy``, ``pickle``, ``torch.compile`` and ONNX export.
 
 State-dict keys after insertion (ResNet-50 shown; ``bn2`` for a BasicBlock)::
 
@@ -20,58 +59,69 @@ State-dict keys after insertion (ResNet-50 shown; ``bn2`` for a BasicBlock)::
                                                            num_batches_tracked)
     (new)                         layer1.0.bn3.se.fc1.weight, .fc1.bias, .fc2.weight, .fc2.bias
     VGG: features.2 (a ReLU, no state)  ->  features.2.se.fc1.weight, ... (conv/BN keys unchanged)
+    other wrapped modules:  <name>.<key>  ->  <name>.module.<key>, new <name>.se.*
+    integration="identity" on an identity shortcut:  new layer1.0.se.*, other keys unchanged
 
 A checkpoint of the network *without* SE (e.g. torchvision's pretrained weights) still loads: the
-old ``bn3.weight``-style keys are renamed on load, so ``model.load_state_dict(plain, strict=False)``
+old keys are renamed on load by the containers, so ``model.load_state_dict(plain, strict=False)``
 reports exactly the SE parameters as missing. Loading the pretrained weights first and calling
 ``insert_se(model, init="identity")`` afterwards gives the same network.
 
 ``init="identity"`` makes each new block the exact identity (zero ``fc2``, gate ``2*sigmoid``), so a
 trained network keeps its outputs until fine-tuning moves them; the default initialises the SE
 convolutions He-normal like every senet network (:func:`senet.models.common.init_weights`).
+
+Stages (``stages=``): modules named ``layer1`` .. ``layer4`` (torchvision, timm and senet ResNets)
+are conv2_x .. conv5_x = 2 .. 5 as in the paper; elsewhere a plain chain's stage is 1 + the number
+of pooling layers before it (VGG: the five blocks between max-pools, 1 .. 5).
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import operator
 import re
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.instancenorm import _InstanceNorm
 
-from .models.common import init_weights
-from .se import SEBlock, SEConfig
+from .models.common import check_input
+from .se import ScaledSigmoid, SEBlock, SEConfig, se_random_stream
 
-__all__ = ["ActThenSE", "BNThenSE", "insert_se"]
+__all__ = ["ActThenSE", "BNThenSE", "ModuleThenSE", "SEThenModule", "insert_se"]
 
 M = TypeVar("M", bound=nn.Module)
+Where = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
-SUPPORTED = (
-    "torchvision ResNet blocks (resnet*, resnext*, wide_resnet*: BasicBlock, Bottleneck) "
-    "and torchvision VGG features (vgg*_bn, vgg*)"
-)
+WHERE = ("auto", "residual", "plain")
 
 _RESNET_STAGE = re.compile(r"(?:^|\.)layer([1-4])\.")
 
 
-class BNThenSE(nn.Module):
-    """The last normalisation of a residual branch followed by SE: ``se(bn(x))`` (Fig. 3).
+# --------------------------------------------------------------------------------------------------
+# Containers that put an SE block after (or before) an existing module
 
-    It takes the place of ``bn3`` in a torchvision Bottleneck (``bn2`` in a BasicBlock), so the
-    block's unchanged ``forward`` recalibrates the residual branch before adding the identity.
-    State dicts written before the insertion load too: ``<prefix>weight`` is read as
-    ``<prefix>bn.weight`` when the new key is absent.
+
+class _WithSE(nn.Module):
+    """One existing module (attribute ``inner``) and an SE block (``se``).
+
+    State dicts written before the insertion load too: ``<prefix>key`` is read as
+    ``<prefix><inner>.key`` when the new key is absent.
     """
 
-    def __init__(self, bn: nn.Module, se: SEBlock) -> None:
-        super().__init__()
-        self.bn = bn
-        self.se = se
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.bn(x))
+    inner: ClassVar[str] = "module"
 
     def _load_from_state_dict(
         self,
@@ -87,15 +137,36 @@ class BNThenSE(nn.Module):
         # the caller's checkpoint untouched.
         for key in [k for k in state_dict if k.startswith(prefix)]:
             rest = key[len(prefix) :]
-            if rest.split(".", 1)[0] not in ("bn", "se") and prefix + "bn." + rest not in state_dict:
-                state_dict[prefix + "bn." + rest] = state_dict.pop(key)
+            new = f"{prefix}{self.inner}.{rest}"
+            if rest.split(".", 1)[0] not in (self.inner, "se") and new not in state_dict:
+                state_dict[new] = state_dict.pop(key)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
 
-class ActThenSE(nn.Module):
+class BNThenSE(_WithSE):
+    """The last normalisation of a residual branch followed by SE: ``se(bn(x))`` (Fig. 3).
+
+    It takes the place of ``bn3`` in a torchvision Bottleneck (``bn2`` in a BasicBlock), so the
+    block's unchanged ``forward`` recalibrates the residual branch before adding the identity.
+    """
+
+    inner = "bn"
+
+    def __init__(self, bn: nn.Module, se: SEBlock) -> None:
+        super().__init__()
+        self.bn = bn
+        self.se = se
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.bn(x))
+
+
+class ActThenSE(_WithSE):
     """A non-linearity followed by SE: ``se(act(x))`` (plain networks, Sec. 3.3)."""
+
+    inner = "act"
 
     def __init__(self, act: nn.Module, se: SEBlock) -> None:
         super().__init__()
@@ -106,111 +177,938 @@ class ActThenSE(nn.Module):
         return self.se(self.act(x))
 
 
-@dataclass
-class _Site:
-    """One place that gets an SE block: ``parent.<name>`` is wrapped, ``channels`` wide."""
+class ModuleThenSE(_WithSE):
+    """Any module followed by SE: ``se(module(...))`` -- e.g. a whole residual unit for
+    ``integration="post"`` (Fig. 5c), or the last layer of a branch that is not a batch norm."""
 
-    parent: nn.Module
-    name: str
+    inner = "module"
+
+    def __init__(self, module: nn.Module, se: SEBlock) -> None:
+        super().__init__()
+        self.module = module
+        self.se = se
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.se(self.module(*args, **kwargs))
+
+
+class SEThenModule(_WithSE):
+    """SE on the input of a module: ``module(se(x), ...)`` -- the first layer of a residual branch
+    for ``integration="pre"`` (Fig. 5b), so that the shortcut still sees the unscaled input."""
+
+    inner = "module"
+
+    def __init__(self, module: nn.Module, se: SEBlock) -> None:
+        super().__init__()
+        self.se = se
+        self.module = module
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.module(self.se(x), *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tracing
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx`` tracer that records, for every module call, how often the module is called, the
+    nodes it was given and the node it returned (the graph keeps no module boundaries otherwise).
+
+    Leaves: modules whose ``forward`` is torch.nn's own (so subclasses of ``nn.Conv3d`` such as
+    torchvision's ``Conv3DSimple`` stay one convolution), SE blocks, and the modules in ``opaque``.
+    """
+
+    def __init__(self, opaque: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.opaque = opaque
+        self.calls: Counter[str] = Counter()
+        self.inputs: dict[str, list[Any]] = {}
+        self.returned_by: dict[fx.Node, list[str]] = {}
+        self.stack: list[str] = []
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, SEBlock) or module_qualified_name in self.opaque:
+            return True
+        if isinstance(m, nn.Sequential | nn.ModuleList | nn.ModuleDict):
+            return False
+        forward = getattr(type(m).forward, "__module__", "") or ""
+        return forward.startswith("torch.nn.") or super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        path = self.path_of_module(m)
+        self.calls[path] += 1
+        self.inputs.setdefault(path, [a.node if isinstance(a, fx.Proxy) else a for a in args])
+        self.stack.append(path)
+        out = super().call_module(m, forward, args, kwargs)
+        self.stack.pop()
+        if isinstance(out, fx.Proxy):
+            self.returned_by.setdefault(out.node, []).append(path)
+        return out
+
+
+def _skip_check(*args: Any, **kwargs: Any) -> None:
+    """Stands in for input checks while tracing: they test a real tensor, not an ``fx.Proxy``."""
+
+
+_INPUT_CHECKS: tuple[Callable[..., Any], ...] = (check_input,)
+
+
+@contextmanager
+def _tracing(model: nn.Module) -> Iterator[None]:
+    """Eval mode, and senet's input checks skipped, for the duration of a trace."""
+    modes = [(m, m.training) for m in model.modules()]
+    owners = {sys.modules.get(c.__module__) for m in model.modules() for c in type(m).__mro__}
+    patched = []
+    for mod in owners:
+        for name, value in list(vars(mod).items()) if mod is not None else ():
+            if any(value is f for f in _INPUT_CHECKS):
+                patched.append((mod, name, value))
+                setattr(mod, name, _skip_check)
+    model.eval()
+    try:
+        yield
+    finally:
+        for mod, name, value in patched:
+            setattr(mod, name, value)
+        for m, training in modes:
+            m.training = training
+
+
+def _trace(
+    model: nn.Module,
+    train: bool = False,
+    opaque: frozenset[str] = frozenset(),
+    notes: list[str] | None = None,
+) -> tuple[fx.Graph, _Tracer]:
+    """Trace ``model``. A submodule that stops the trace is kept whole (a leaf; a note says so) and
+    the trace starts again; when the model's own forward stops it, a one-line ``ValueError`` names
+    the module that did."""
+    while True:
+        tracer = _Tracer(opaque)
+        with _tracing(model):
+            if train:
+                model.train()
+            try:
+                return tracer.trace(model), tracer
+            except Exception as e:  # noqa: BLE001 - any error of user code stops the trace
+                path = tracer.stack[-1] if tracer.stack else ""
+                reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+                if not path or path in opaque:
+                    where = f"module {path!r}" if path else f"the forward of {type(model).__name__} itself"
+                    raise ValueError(
+                        f"insert_se cannot trace {type(model).__name__} with torch.fx: {where} stopped it "
+                        f"({reason}); pass where=[module name patterns] to place SE by hand"
+                    ) from e
+                opaque = opaque | {path}
+                if notes is not None:
+                    notes.append(
+                        f"{path} ({type(model.get_submodule(path)).__name__}) was kept whole, torch.fx "
+                        f"cannot trace it ({reason})"
+                    )
+
+
+# --------------------------------------------------------------------------------------------------
+# What the nodes are
+
+_ADD = (operator.add, operator.iadd, torch.add)
+_MUL = (operator.mul, operator.imul, torch.mul)
+_ELEMENTWISE = (*_ADD, *_MUL, operator.sub, operator.truediv, torch.sub, torch.div)
+_NORMS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+_NORM_FUNCTIONS = (F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm)
+_ACTS = (
+    nn.ReLU,
+    nn.Hardtanh,  # ReLU6
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+)
+_ACT_FUNCTIONS = (
+    F.relu,
+    F.relu_,
+    torch.relu,
+    torch.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardtanh,
+)
+_ACT_METHODS = ("relu", "relu_")
+_GATES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, ScaledSigmoid)
+_GATE_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
+_GATE_METHODS = ("sigmoid", "sigmoid_", "tanh")
+_SAME_CHANNELS = (
+    *_ACTS,
+    *_GATES,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Upsample,
+)
+_PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_POOL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
+_GLOBAL_POOLS = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_LAYOUT_METHODS = ("contiguous", "clone", "to", "float", "type_as", "permute", "reshape", "view", "flatten")
+_DROP_PATH_NAMES = ("stochastic_depth", "drop_path")
+
+
+@dataclass(frozen=True)
+class _Fmap:
+    """What is known of a node's value: ``channels`` on axis 1 (or last when ``last``), ``rank``."""
+
     channels: int
+    rank: int | None
+    last: bool = False
+
+
+class _Graph:
+    """The traced graph with what the search needs: module of each node, ancestors as bit sets,
+    channel counts."""
+
+    def __init__(self, model: nn.Module, graph: fx.Graph, tracer: _Tracer) -> None:
+        self.model = model
+        self.tracer = tracer
+        self.nodes = list(graph.nodes)
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.modules = dict(model.named_modules())
+        self.anc: dict[fx.Node, int] = {}
+        self.feature = 0  # bits of the nodes computed from the input
+        self.conv_bits = 0
+        self.pool_bits = 0
+        self.info: dict[fx.Node, _Fmap | None] = {}
+        for n in self.nodes:
+            bits = 0
+            for a in n.all_input_nodes:
+                bits |= self.anc[a] | self.bit(a)
+            self.anc[n] = bits
+            if n.op == "placeholder" or bits & self.feature:
+                self.feature |= self.bit(n)
+            if isinstance(self.module(n), _ConvNd):
+                self.conv_bits |= self.bit(n)
+            if isinstance(self.module(n), _POOLS) or (
+                n.op == "call_function" and n.target in _POOL_FUNCTIONS
+            ):
+                self.pool_bits |= self.bit(n)
+            self.info[n] = self._infer(n)
+
+    def bit(self, n: fx.Node) -> int:
+        return 1 << self.index[n]
+
+    def incl(self, n: fx.Node) -> int:
+        return self.anc[n] | self.bit(n)
+
+    def module(self, n: fx.Node) -> nn.Module | None:
+        return self.modules.get(n.target) if n.op == "call_module" else None  # type: ignore[arg-type]
+
+    def is_feature(self, n: Any) -> bool:
+        return isinstance(n, fx.Node) and bool(self.feature & self.bit(n))
+
+    def first_input(self, n: fx.Node) -> fx.Node | None:
+        args = [*n.args, *n.kwargs.values()]
+        return next((a for a in args if self.is_feature(a)), None)
+
+    # -- classification -------------------------------------------------------------------------
+
+    def is_add(self, n: fx.Node) -> bool:
+        return (n.op == "call_function" and n.target in _ADD) or (
+            n.op == "call_method" and n.target in ("add", "add_")
+        )
+
+    def is_mul(self, n: fx.Node) -> bool:
+        return (n.op == "call_function" and n.target in _MUL) or (
+            n.op == "call_method" and n.target in ("mul", "mul_")
+        )
+
+    def is_act(self, n: fx.Node) -> bool:
+        return (
+            isinstance(self.module(n), _ACTS)
+            or (n.op == "call_function" and n.target in _ACT_FUNCTIONS)
+            or (n.op == "call_method" and n.target in _ACT_METHODS)
+        )
+
+    def is_gate(self, n: fx.Node) -> bool:
+        return (
+            isinstance(self.module(n), _GATES)
+            or (n.op == "call_function" and n.target in _GATE_FUNCTIONS)
+            or (n.op == "call_method" and n.target in _GATE_METHODS)
+        )
+
+    def is_norm(self, n: fx.Node) -> bool:
+        return isinstance(self.module(n), _NORMS) or (n.op == "call_function" and n.target in _NORM_FUNCTIONS)
+
+    def is_fc(self, n: fx.Node) -> bool:
+        m = self.module(n)
+        return isinstance(m, nn.Linear) or (isinstance(m, _ConvNd) and all(k == 1 for k in m.kernel_size))
+
+    def is_global_pool(self, n: fx.Node) -> bool:
+        m = self.module(n)
+        if isinstance(m, _GLOBAL_POOLS):
+            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
+            return all(s == 1 for s in size)
+        if n.op == "call_function" and n.target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+            return n.args[1:2] in ((1,), ((1, 1),))
+        return (n.op == "call_method" and n.target in ("mean", "amax")) or (
+            n.op == "call_function" and n.target in (torch.mean, torch.amax)
+        )
+
+    def is_layout(self, n: fx.Node) -> bool:
+        return (n.op == "call_method" and n.target in _LAYOUT_METHODS) or (
+            n.op == "call_function" and n.target in (torch.permute, torch.reshape, torch.flatten)
+        )
+
+    def passthrough(self, n: fx.Node) -> fx.Node | None:
+        """The input of ``n`` if ``n`` leaves channels where they are and mixes nothing: dropout,
+        identity, drop-path, or a layer scale (a product with a parameter)."""
+        if isinstance(self.module(n), _PASS_MODULES):
+            return self.first_input(n)
+        if n.op == "call_function" and getattr(n.target, "__name__", "") in _DROP_PATH_NAMES:
+            return self.first_input(n)
+        if self.is_mul(n):
+            feats = [a for a in n.args[:2] if self.is_feature(a)]
+            return feats[0] if len(feats) == 1 else None
+        return None
+
+    def skip_back(self, n: fx.Node) -> fx.Node:
+        while (prev := self.passthrough(n)) is not None:
+            n = prev
+        return n
+
+    # -- channels -------------------------------------------------------------------------------
+
+    def _infer(self, n: fx.Node) -> _Fmap | None:
+        m = self.module(n)
+        src = self.first_input(n)
+        inp = self.info.get(src) if src is not None else None
+        if isinstance(m, _ConvNd):
+            return _Fmap(m.out_channels, len(m.kernel_size) + 2)
+        if isinstance(m, (_BatchNorm, _InstanceNorm)):
+            rank = {nn.BatchNorm2d: 4, nn.BatchNorm3d: 5, nn.InstanceNorm2d: 4, nn.InstanceNorm3d: 5}
+            return _Fmap(m.num_features, inp.rank if inp else rank.get(type(m)))
+        if isinstance(m, nn.GroupNorm):
+            return _Fmap(m.num_channels, inp.rank if inp else None)
+        if isinstance(m, nn.Linear):
+            return _Fmap(m.out_features, inp.rank, last=True) if inp and inp.last else None
+        if isinstance(m, (*_SAME_CHANNELS, nn.LayerNorm)):
+            return inp
+        if inp is None or n.op not in ("call_function", "call_method"):
+            return None
+        if n.target in ("permute", torch.permute):
+            dims = n.args[1] if len(n.args) == 2 and isinstance(n.args[1], (list, tuple)) else n.args[1:]
+            dims = tuple(dims)
+            r = len(dims)
+            if inp.rank not in (None, r):
+                return None
+            if not inp.last and dims == (0, *range(2, r), 1):
+                return _Fmap(inp.channels, r, last=True)
+            if inp.last and dims == (0, r - 1, *range(1, r - 1)):
+                return _Fmap(inp.channels, r)
+            return None
+        if n.target in ("contiguous", "clone", "to", "float", "type_as") or (
+            n.op == "call_function" and n.target in (*_ELEMENTWISE, *_ACT_FUNCTIONS, *_NORM_FUNCTIONS)
+        ):
+            return inp
+        if n.target in (*_ACT_METHODS, "add", "add_", "mul", "mul_", *_GATE_METHODS) or self.is_gate(n):
+            return inp
+        if getattr(n.target, "__name__", "") in _DROP_PATH_NAMES:
+            return inp
+        return None
+
+    def fmap(self, n: fx.Node) -> _Fmap | None:
+        """Channels and rank of ``n`` if it is a feature map with channels on axis 1."""
+        info = self.info.get(n)
+        if info is None or info.last or info.rank not in (3, 4, 5):
+            return None
+        return info
+
+    # -- where the module boundaries are --------------------------------------------------------
+
+    def scope(self, n: fx.Node) -> str:
+        """The module whose own code made ``n`` ('' for the root)."""
+        paths = [v[0] for v in n.meta.get("nn_module_stack", {}).values()]
+        if n.op == "call_module":
+            paths = paths[:-1]
+        return paths[-1] if paths else ""
+
+    def in_scope(self, n: fx.Node, scope: str) -> bool:
+        return scope == "" or any(v[0] == scope for v in n.meta.get("nn_module_stack", {}).values())
+
+    def path_of(self, n: fx.Node) -> str:
+        """A module name to show for node ``n``."""
+        return n.target if n.op == "call_module" else self.scope(n) or n.name  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------
+# The search
+
+
+@dataclass
+class _Unit:
+    """A residual unit: ``add = branch + shortcut``, both from ``fork``."""
+
+    add: fx.Node
+    branch: fx.Node
+    shortcut: fx.Node
+    fork: fx.Node
+    end: fx.Node  # the last node of the branch before layer scale / drop-path
+    region: int  # bits of the nodes of the branch and of the shortcut
+
+
+@dataclass
+class _Place:
+    """SE on the output of ``node`` (``before`` None) or on the edge ``node -> before`` (argument
+    ``arg`` of ``before``)."""
+
+    node: fx.Node
+    channels: int
+    dims: int
     stage: int
-    like: torch.Tensor
-    wrapper: type[BNThenSE] | type[ActThenSE]
+    what: str  # for messages
+    before: fx.Node | None = None
+    arg: int = 0
 
 
-def _resnet_sites(model: nn.Module) -> list[_Site]:
-    from torchvision.models.resnet import BasicBlock, Bottleneck
+def _residual_units(g: _Graph, notes: list[str]) -> list[_Unit]:
+    units = []
+    for n in g.nodes:
+        if not g.is_add(n):
+            continue
+        ops = [a for a in n.args[:2] if g.is_feature(a)]
+        if len(ops) != 2 or ops[0] is ops[1]:
+            continue
+        a, b = ops
+        if g.anc[a] & g.bit(b):
+            branch, shortcut, fork = a, b, b
+        elif g.anc[b] & g.bit(a):
+            branch, shortcut, fork = b, a, a
+        else:
+            common = g.incl(a) & g.incl(b) & g.feature
+            if not common:
+                continue
+            fork = g.nodes[common.bit_length() - 1]  # the latest common ancestor
+            convs = [(g.incl(x) & ~g.incl(fork) & g.conv_bits).bit_count() for x in (a, b)]
+            if convs[0] == convs[1]:
+                if convs[0]:
+                    notes.append(f"the sum {n.name} in {g.path_of(n) or 'the model'}: no branch is longer")
+                continue
+            branch, shortcut = (a, b) if convs[0] > convs[1] else (b, a)
+        region = g.incl(branch) & ~g.incl(fork)
+        if not region & g.conv_bits:
+            continue
+        end = g.skip_back(branch)
+        last = end
+        while g.is_layout(last) and g.is_feature(last.args[0]):
+            last = last.args[0]  # type: ignore[assignment]
+        if not (
+            g.bit(end) & region and (g.is_norm(last) or isinstance(g.module(last), (_ConvNd, nn.Linear)))
+        ):
+            continue
+        region |= g.incl(shortcut) & ~g.incl(fork)
+        units.append(_Unit(n, branch, shortcut, fork, end, region))
+    return units
 
-    sites = []
-    for qualname, m in model.named_modules():
-        if isinstance(m, (BasicBlock, Bottleneck)):
-            conv, name = (m.conv3, "bn3") if isinstance(m, Bottleneck) else (m.conv2, "bn2")
-            match = _RESNET_STAGE.search(qualname + ".")
-            stage = int(match.group(1)) + 1 if match else 0
-            sites.append(_Site(m, name, conv.out_channels, stage, conv.weight, BNThenSE))
-    return sites
+
+def _existing_se(g: _Graph) -> list[str]:
+    """Modules holding a squeeze-and-excitation: ``x * gate(fc(act(fc(pool(x)))))``."""
+    found = []
+    for n in g.nodes:
+        if isinstance(g.module(n), SEBlock):
+            found.append(str(n.target))
+            continue
+        if not g.is_mul(n) or len(n.args) < 2:
+            continue
+        for gate, x in ((n.args[0], n.args[1]), (n.args[1], n.args[0])):
+            if (
+                isinstance(gate, fx.Node)
+                and isinstance(x, fx.Node)
+                and g.is_gate(gate)
+                and _is_excitation(g, gate, x)
+            ):
+                found.append(g.scope(n) or n.name)
+                break
+    return found
 
 
-def _vgg_sites(model: nn.Module) -> list[_Site]:
-    from torchvision.models.vgg import VGG
+def _is_excitation(g: _Graph, gate: fx.Node, x: fx.Node) -> bool:
+    h = g.first_input(gate)
+    steps = ["fc", "act", "fc", "pool"]
+    while h is not None and steps:
+        if g.is_layout(h) or isinstance(g.module(h), _PASS_MODULES) or (steps[0] == "act" and g.is_norm(h)):
+            h = g.first_input(h)
+            continue
+        step = steps.pop(0)
+        ok = {"fc": g.is_fc, "act": g.is_act, "pool": g.is_global_pool}[step](h)
+        if not ok:
+            return False
+        h = g.first_input(h)
+    return not steps and h is x
 
-    sites = []
-    for vgg in (m for m in model.modules() if isinstance(m, VGG)):
-        stage, conv = 1, None
-        for name, layer in vgg.features.named_children():
-            if isinstance(layer, nn.MaxPool2d):
-                stage, conv = stage + 1, None
-            elif isinstance(layer, nn.Conv2d):
-                conv = layer
-            elif isinstance(layer, nn.ReLU) and conv is not None:
-                sites.append(_Site(vgg.features, name, conv.out_channels, stage, conv.weight, ActThenSE))
-                conv = None
-            elif not isinstance(layer, nn.BatchNorm2d):
-                conv = None
-    return sites
+
+def _plain_chains(g: _Graph, skip: int) -> list[fx.Node]:
+    """Non-linearities that follow a normalisation that follows a convolution (each read only by the
+    next), outside the nodes in ``skip``."""
+    acts = []
+    for n in g.nodes:
+        if not g.is_act(n) or g.bit(n) & skip:
+            continue
+        norm = g.first_input(n)
+        if norm is None or not g.is_norm(norm) or len(norm.users) != 1:
+            continue
+        conv = g.first_input(norm)
+        if conv is None or not isinstance(g.module(conv), _ConvNd) or len(conv.users) != 1:
+            continue
+        acts.append(n)
+    return acts
+
+
+def _stage(g: _Graph, n: fx.Node, path: str, plain: bool) -> int:
+    match = _RESNET_STAGE.search(path + ".")
+    if match:
+        return int(match.group(1)) + 1
+    return 1 + (g.anc[n] & g.pool_bits).bit_count() if plain else 0
+
+
+def _place(
+    g: _Graph,
+    n: fx.Node,
+    what: str,
+    plain: bool,
+    before: fx.Node | None = None,
+    arg: int = 0,
+    like: fx.Node | None = None,
+) -> _Place | None:
+    """SE on ``n`` (or on the edge ``n -> before``); ``like`` is a node of the same shape, asked
+    when the graph does not tell the channels of ``n`` (the input of a unit that reads the model's
+    input: a sum needs both operands of one shape)."""
+    info = g.fmap(n) or (g.fmap(like) if like is not None else None)
+    if info is None or info.rank is None:
+        return None
+    path = g.path_of(before if before is not None else n)
+    return _Place(n, info.channels, info.rank - 2, _stage(g, n, path, plain), what, before, arg)
+
+
+def _find_places(g: _Graph, cfg: SEConfig, where: str, notes: list[str]) -> list[_Place]:
+    units = _residual_units(g, notes) if where in ("auto", "residual", "plain") else []
+    places: list[_Place | None] = []
+    if units and where in ("auto", "residual"):
+        for u in units:
+            name = g.path_of(u.add) or "the model"
+            if cfg.integration == "standard":
+                places.append(_place(g, u.end, f"the residual branch of {name}", False))
+            elif cfg.integration == "pre":
+                first = [v for v in u.fork.users if g.bit(v) & g.incl(u.branch) & ~g.incl(u.fork)]
+                if len(first) == 1:
+                    idx = (
+                        next(i for i, a in enumerate(first[0].args) if a is u.fork)
+                        if u.fork in first[0].args
+                        else 0
+                    )
+                    places.append(_place(g, u.fork, f"the branch input of {name}", False, first[0], idx))
+                else:
+                    notes.append(f"{name}: the branch input is read {len(first)} times")
+            elif cfg.integration == "post":
+                out = u.add
+                if len(out.users) == 1 and g.is_act(next(iter(out.users))):
+                    out = next(iter(out.users))
+                places.append(_place(g, out, f"the output of {name}", False))
+            else:  # identity
+                if u.shortcut is u.fork:
+                    idx = list(u.add.args).index(u.shortcut)
+                    places.append(_place(g, u.fork, f"the shortcut of {name}", False, u.add, idx, u.end))
+                else:
+                    places.append(_place(g, u.shortcut, f"the shortcut of {name}", False, like=u.end))
+    elif where == "residual":
+        raise ValueError("insert_se(where='residual') found no residual unit in " + type(g.model).__name__)
+    if where == "plain" or (where == "auto" and not units):
+        if cfg.integration != "standard":
+            raise ValueError(
+                f"integration={cfg.integration!r} concerns residual units; the plain chains of "
+                f"{type(g.model).__name__} take SE after their non-linearity (integration='standard')"
+            )
+        skip = 0
+        for u in units:
+            skip |= u.region
+        for act in _plain_chains(g, skip):
+            places.append(_place(g, act, f"the conv-norm-act chain ending in {g.path_of(act)}", True))
+    missing = [p for p in places if p is None]
+    if missing:
+        notes.append(f"{len(missing)} places whose channels could not be told from the graph")
+    return [p for p in places if p is not None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Putting the blocks in
+
+
+@dataclass
+class _Wrap:
+    path: str
+    before: bool
+    place: _Place
+
+
+def _wrapper(module: nn.Module, before: bool) -> type[_WithSE]:
+    if before:
+        return SEThenModule
+    if isinstance(module, _BatchNorm):
+        return BNThenSE
+    if isinstance(module, _ACTS):
+        return ActThenSE
+    return ModuleThenSE
+
+
+def _resolve(g: _Graph, place: _Place) -> _Wrap | None:
+    """The module to wrap for ``place``, or None when no module sits there alone."""
+    calls = g.tracer.calls
+    if place.before is None:
+        n = place.node
+        if n.op == "call_module" and calls[n.target] == 1:  # type: ignore[index]
+            return _Wrap(str(n.target), False, place)
+        for path in g.tracer.returned_by.get(n, []):
+            if path and calls[path] == 1:
+                return _Wrap(path, False, place)
+        return None
+    c = place.before
+    if (
+        c.op == "call_module"
+        and calls[c.target] == 1  # type: ignore[index]
+        and c.args[:1] == (place.node,)
+        and place.node not in c.args[1:]
+        and place.node not in c.kwargs.values()
+    ):
+        return _Wrap(str(c.target), True, place)
+    return None
+
+
+def _new_block(cfg: SEConfig, place: _Place, like: torch.Tensor | None) -> SEBlock:
+    se = cfg.block(place.channels, dims=place.dims)
+    with se_random_stream():  # He-normal (fan-out) like init_weights, for every rank
+        for fc in (se.fc1, se.fc2):
+            if fc is se.fc2 and cfg.init == "identity":
+                continue
+            nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
+            if fc.bias is not None:
+                nn.init.zeros_(fc.bias)
+    if like is not None:
+        se.to(device=like.device, dtype=like.dtype if like.is_floating_point() else None)
+    return se
+
+
+def _like(model: nn.Module, g: _Graph | None, module: nn.Module, node: fx.Node | None) -> torch.Tensor | None:
+    """A tensor whose device and dtype the new block takes: the wrapped module's, else upstream's."""
+    seen = 0
+    while True:
+        t = next((t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+        if t is not None:
+            return t
+        if g is None or node is None or seen > 20:
+            break
+        node = g.first_input(node)
+        seen += 1
+        if node is None:
+            break
+        module = g.module(node) or nn.Module()
+    return next((t for t in model.parameters() if t.is_floating_point()), None)
+
+
+def _set(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, new)
+
+
+def _apply_wrap(model: nn.Module, g: _Graph | None, w: _Wrap, cfg: SEConfig) -> None:
+    old = model.get_submodule(w.path)
+    se = _new_block(cfg, w.place, _like(model, g, old, w.place.node))
+    new = _wrapper(old, w.before)(old, se)
+    new.train(old.training)
+    se.train(old.training)
+    _set(model, w.path, new)
+
+
+def _rewrite(
+    model: nn.Module, g: _Graph, scope: str, places: list[_Place], cfg: SEConfig
+) -> nn.Module | None:
+    """Insert SE nodes into the code of module ``scope`` (a ``GraphModule`` in its place).
+
+    Returns the new module, or None (with the reason appended to the warnings) when the module
+    cannot be rewritten faithfully.
+    """
+    module = model.get_submodule(scope) if scope else model
+    prefix = f"{scope}." if scope else ""
+    opaque = frozenset(p[len(prefix) :] for p in g.tracer.opaque if p.startswith(prefix))
+    try:
+        graph, _ = _trace(module, opaque=opaque)
+        train_graph, _ = _trace(module, train=True, opaque=opaque)
+    except ValueError:
+        return None
+    if fx.GraphModule(module, graph).code != fx.GraphModule(module, train_graph).code:
+        return None  # the code depends on the mode: a traced copy would freeze one of them
+    ops = ("call_module", "call_function", "call_method")
+    outer = [n for n in g.nodes if n.op in ops and g.in_scope(n, scope)]
+    inner = [n for n in graph.nodes if n.op in ops]
+    if len(outer) != len(inner):
+        return None
+    mapping: dict[fx.Node, fx.Node] = {}
+    for a, b in zip(outer, inner, strict=True):
+        target = f"{prefix}{b.target}" if b.op == "call_module" else b.target
+        if a.op != b.op or a.target != target:
+            return None
+        mapping[a] = b
+    holders = [n for n in graph.nodes if n.op == "placeholder"]
+    for i, arg in enumerate(g.tracer.inputs.get(scope, []) if scope else []):
+        if isinstance(arg, fx.Node) and i < len(holders):
+            mapping.setdefault(arg, holders[i])
+    if not scope:
+        for a, b in zip((n for n in g.nodes if n.op == "placeholder"), holders, strict=False):
+            mapping[a] = b
+    gm = fx.GraphModule(module, graph, class_name=type(module).__name__)
+    taken = set(dict(module.named_children())) | set(vars(module))
+    for k, place in enumerate(places):
+        src = mapping.get(place.node)
+        dst = mapping.get(place.before) if place.before is not None else None
+        if src is None or (place.before is not None and dst is None):
+            return None
+        name = next(
+            f"se{'' if i == 0 else f'_{i}'}"
+            for i in range(k, 10_000)
+            if f"se{'' if i == 0 else f'_{i}'}" not in taken
+        )
+        taken.add(name)
+        gm.add_submodule(name, _new_block(cfg, place, _like(model, g, nn.Module(), place.node)))
+        if dst is not None:
+            with gm.graph.inserting_before(dst):
+                se_node = gm.graph.call_module(name, (src,))
+            dst.update_arg(place.arg, se_node)
+        else:
+            with gm.graph.inserting_after(src):
+                se_node = gm.graph.call_module(name, (src,))
+            src.replace_all_uses_with(se_node, delete_user_cb=lambda user, new=se_node: user is not new)
+    gm.recompile()
+    for key, value in vars(module).items():
+        if (
+            not key.startswith("_")
+            and key not in vars(gm)
+            and not isinstance(value, (nn.Module, torch.Tensor))
+        ):
+            setattr(gm, key, value)
+    gm.train(module.training)
+    return gm
+
+
+# --------------------------------------------------------------------------------------------------
+# The entry point
 
 
 def _se_config(reduction: int, se_options: dict[str, Any]) -> SEConfig:
     fields = SEConfig.fields()
     for key in se_options:
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
+            close = difflib.get_close_matches(key, (*fields, "where"), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"insert_se got an unknown SE option {key!r}{hint}; options: {', '.join(fields)}"
+                f"insert_se got an unknown SE option {key!r}{hint}; options: where, {', '.join(fields)}"
             )
     return SEConfig(reduction=reduction, **se_options)
 
 
-def insert_se(model: M, reduction: int = 16, **se_options: Any) -> M:
-    """Add SE blocks to ``model`` in place, at the paper's position, and return it.
+def _selector(where: Where) -> Callable[[str, nn.Module], bool] | None:
+    if callable(where):
+        return where
+    if isinstance(where, str):
+        if where in WHERE:
+            return None
+        where = [where]
+    patterns = list(where)
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(
+            f"insert_se where={where!r}: use one of {WHERE}, a list of module-name patterns or a callable"
+        )
+    return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _explicit_places(
+    model: nn.Module, select: Callable[[str, nn.Module], bool]
+) -> tuple[list[_Wrap], _Graph | None]:
+    """SE after every module ``select`` picks; channels from the graph, else from the module."""
+    chosen = [(path, m) for path, m in model.named_modules() if path and select(path, m)]
+    if not chosen:
+        raise ValueError(f"insert_se: where= selects no module of {type(model).__name__}")
+    g: _Graph | None
+    try:
+        graph, tracer = _trace(model, notes=[])
+        g = _Graph(model, graph, tracer)
+    except ValueError:
+        g = None
+    out = []
+    for path, m in chosen:
+        node = None
+        if g is not None:
+            if g.tracer.calls[path] > 1:
+                raise ValueError(
+                    f"insert_se: module {path!r} is called {g.tracer.calls[path]} times; SE needs one"
+                )
+            node = next((n for n in g.nodes if n.op == "call_module" and n.target == path), None)
+            node = node or next((n for n, paths in g.tracer.returned_by.items() if path in paths), None)
+        info = g.fmap(node) if g is not None and node is not None else None
+        if info is None:
+            channels = getattr(m, "out_channels", None) or getattr(m, "num_features", None)
+            channels = channels or getattr(m, "num_channels", None)
+            rank = {1: 3, 2: 4, 3: 5}.get(len(getattr(m, "kernel_size", ())), None)
+            rank = rank or {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}.get(type(m))
+            if not isinstance(channels, int) or rank is None:
+                raise ValueError(
+                    f"insert_se cannot tell the channels of {path!r} ({type(m).__name__}): select a "
+                    "convolution, a normalisation or a module whose output is a (N, C, ...) feature map"
+                )
+            info = _Fmap(channels, rank)
+        stage = _stage(g, node, path, True) if g is not None and node is not None else 0
+        place = _Place(node, info.channels, info.rank - 2, stage, path)  # type: ignore[arg-type,operator]
+        out.append(_Wrap(path, False, place))
+    return out, g
+
+
+def insert_se(model: M, where: Where = "auto", reduction: int = 16, **se_options: Any) -> M:
+    """Add SE blocks to ``model`` in place, where its structure says the paper puts them; return it.
 
     Args:
-        model: a torchvision ResNet / ResNeXt / Wide ResNet or VGG (possibly inside a larger module),
-            without SE blocks.
+        model: any ``nn.Module`` that ``torch.fx`` can trace (torchvision, timm, senet's plain
+            networks, your own), without SE blocks.
+        where: ``"auto"`` (residual units if there are any, else conv-norm-act chains),
+            ``"residual"``, ``"plain"``, a list of module-name glob patterns or a callable
+            ``(name, module) -> bool``: SE after each module selected. See the module docstring.
         reduction: ratio r; each block has ``C // r`` hidden units (paper default 16).
-        **se_options: block options of :class:`~senet.se.SEConfig` (``squeeze``, ``excitation``,
-            ``bias``, ``divisor``, ``init``) and ``stages`` (which stages get SE; see the module
-            docstring for the numbering). ``init="identity"`` keeps the outputs of a trained model.
+        **se_options: options of :class:`~senet.se.SEConfig`: block options (``squeeze``,
+            ``excitation``, ``bias``, ``divisor``, ``init``), ``integration`` (Fig. 5: "standard",
+            "pre", "post", "identity") and ``stages``. ``init="identity"`` keeps the outputs of a
+            trained model.
 
     The new blocks take the device and dtype of the layer they follow and its train/eval mode.
+    The model is changed in place and returned; only when its own forward must be rewritten
+    (``integration="identity"`` on a shortcut in the root's code) a new ``GraphModule`` is returned.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(
             "insert_se takes an nn.Module such as torchvision.models.resnet50(), "
             f"got {type(model).__name__}; for senet's own networks use senet.create_model('se_...')"
         )
+    if where in ("after_block", "3x3") and se_options.get("position") is None:
+        raise ValueError(f"insert_se: where={where!r} looks like a position; use position={where!r}")
     cfg = _se_config(reduction, se_options)
+    select = _selector(where)
+    name = type(model).__name__
     present = sum(isinstance(m, SEBlock) for m in model.modules())
     if present:
         raise ValueError(
-            f"{type(model).__name__} already has {present} SE blocks (was insert_se applied before?); "
+            f"{name} already has {present} SE blocks (was insert_se applied before?); "
             "insert_se adds SE to a network without it"
         )
-    sites = _resnet_sites(model) + _vgg_sites(model)
-    if not sites:
-        raise ValueError(
-            f"insert_se found no block it supports in {type(model).__name__}; it supports {SUPPORTED} "
-            "(senet's own networks come with SE from senet.create_model('se_...'))"
-        )
-    stages = {s.stage for s in sites}
-    if cfg.stages is not None and 0 in stages:
-        raise ValueError(
-            f"insert_se cannot number the stages of {type(model).__name__} (ResNet blocks outside "
-            "layer1..layer4); leave stages=None to add SE to every block"
-        )
     cfg.check_supported(
-        f"insert_se on {type(model).__name__}", stages, integration=("standard",), position=("after_block",)
+        f"insert_se on {name}", () if cfg.stages is None else cfg.stages, position=("after_block",)
     )
-    for site in sites:
-        if not cfg.in_stage(site.stage):
+    notes: list[str] = []
+    if select is not None:
+        if cfg.integration != "standard":
+            raise ValueError(
+                "insert_se: an explicit where= puts SE after the modules selected; "
+                f"integration={cfg.integration!r} needs where='auto'"
+            )
+        wraps, g = _explicit_places(model, select)
+        rewrites: dict[str, list[_Place]] = {}
+    else:
+        graph, tracer = _trace(model, notes=notes)
+        g = _Graph(model, graph, tracer)
+        existing = _existing_se(g)
+        if existing:
+            raise ValueError(
+                f"{name} already has squeeze-and-excitation in {len(existing)} places (e.g. "
+                f"{existing[0]!r}); insert_se adds SE to networks without it (pass where=[module name "
+                "patterns] to add more)"
+            )
+        places = _find_places(g, cfg, str(where), notes)
+        if not places:
+            raise ValueError(
+                f"insert_se found no place for SE in {name}: no residual unit (a branch ending in a "
+                "convolution or normalisation, summed with a shortcut) and no conv -> norm -> "
+                "activation chain"
+                + (f" ({'; '.join(notes)})" if notes else "")
+                + "; pass where=[module name patterns] to choose places yourself"
+            )
+        wraps, rewrites = [], {}
+        for place in places:
+            w = _resolve(g, place)
+            if w is not None:
+                wraps.append(w)
+            else:
+                scope = g.scope(place.before if place.before is not None else place.node)
+                rewrites.setdefault(scope, []).append(place)
+    stages = {w.place.stage for w in wraps} | {p.stage for ps in rewrites.values() for p in ps}
+    if cfg.stages is not None:
+        if 0 in stages:
+            raise ValueError(
+                f"insert_se cannot number the stages of {name} (no layer1..layer4 modules); "
+                "leave stages=None to add SE everywhere, or pass where=[module name patterns]"
+            )
+        cfg.check_supported(f"insert_se on {name}", stages)
+        wraps = [w for w in wraps if cfg.in_stage(w.place.stage)]
+        rewrites = {s: [p for p in ps if cfg.in_stage(p.stage)] for s, ps in rewrites.items()}
+    seen: set[tuple[str, bool]] = set()
+    wraps = [w for w in wraps if (w.path, w.before) not in seen and not seen.add((w.path, w.before))]
+    result: nn.Module = model
+    skipped = []
+    for scope, ps in sorted(rewrites.items(), key=lambda kv: -kv[0].count(".") - bool(kv[0])):
+        if not ps:
             continue
-        old = getattr(site.parent, site.name)
-        se = cfg.block(site.channels)
-        init_weights(se)
-        dtype = site.like.dtype if site.like.is_floating_point() else None
-        se.to(device=site.like.device, dtype=dtype)
-        new = site.wrapper(old, se)
-        new.train(old.training)
-        setattr(site.parent, site.name, new)
-    return model
+        if scope and g.tracer.calls[scope] != 1:  # type: ignore[union-attr]
+            skipped += [p.what for p in ps]
+            continue
+        new = _rewrite(model, g, scope, ps, cfg)  # type: ignore[arg-type]
+        if new is None:
+            skipped += [p.what for p in ps]
+        elif scope:
+            _set(model, scope, new)
+        else:
+            result = new
+    for w in sorted(wraps, key=lambda w: -w.path.count(".")):
+        _apply_wrap(result, g, w, cfg)
+    lost = [f"no SE on {s} (no module to wrap, and its code could not be rewritten)" for s in skipped]
+    if not any(isinstance(m, SEBlock) for m in result.modules()):
+        raise ValueError(f"insert_se added no SE block to {name}: {'; '.join([*lost, *notes])}")
+    if lost or notes:
+        warnings.warn(f"insert_se on {name}: {'; '.join([*lost, *notes])}", stacklevel=2)
+    return result  # type: ignore[return-value]
