@@ -47,9 +47,9 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, ConvBNAct, check_input, init_weights
+from .common import ClassifierNet, ConvBNAct, SEResidualUnit, check_input, init_weights
 from .registry import register_model
-from .resnet import BasicBlock, SEResidualUnit
+from .resnet import BasicBlock
 
 __all__ = [
     "CifarResNet",
@@ -146,10 +146,7 @@ class CifarResNet(ClassifierNet):
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             self.add_feature(f"layer{i + 1}", planes, 2**i, stage=i + 1)
             inplanes = planes
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = inplanes
-        self.pre_logits = nn.Identity()
-        self.fc = nn.Linear(inplanes, num_classes)
+        self.add_head(inplanes, num_classes)
         init_weights(self, zero_init_residual)
 
     def _downsample(self, inplanes: int, planes: int, stride: int) -> nn.Module | None:
@@ -303,10 +300,7 @@ class PreActResNet(ClassifierNet):
             self.add_feature(f"layer{i + 1}", in_ch, 2**i, stage=i + 1)
         self.bn = nn.BatchNorm2d(in_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = in_ch
-        self.pre_logits = nn.Identity()
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_head(in_ch, num_classes)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -514,10 +508,7 @@ class ShakeShakeNet(ClassifierNet):
             setattr(self, f"layer{i + 1}", nn.Sequential(*units))
             self.add_feature(f"layer{i + 1}", in_ch, 2**i, stage=i + 1)
         self.relu = nn.ReLU(inplace=True)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = in_ch
-        self.pre_logits = nn.Identity()
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.add_head(in_ch, num_classes)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

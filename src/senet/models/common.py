@@ -10,7 +10,9 @@ from typing import TypedDict
 import torch
 from torch import nn
 
-__all__ = ["ClassifierNet", "ConvBNAct", "FeatureInfo", "check_input", "init_weights"]
+from ..se import SEConfig
+
+__all__ = ["ClassifierNet", "ConvBNAct", "FeatureInfo", "SEResidualUnit", "check_input", "init_weights"]
 
 
 class FeatureInfo(TypedDict):
@@ -47,6 +49,15 @@ class ClassifierNet(nn.Module):
             self.feature_info = []
         entry = FeatureInfo(module=module, num_chs=num_chs, reduction=reduction, stage=stage)
         self.feature_info.append(entry)
+
+    def add_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        """The classifier every family ends with: global average pooling, dropout when ``drop_rate``
+        is set (SENet-154, Inception-ResNet-v2, Sec. 6.1) and a linear layer, registered in the
+        order they run; ``num_features`` is the width the classifier reads."""
+        self.num_features = num_features
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -143,3 +154,52 @@ class ConvBNAct(nn.Sequential):
         if act:
             layers.append(("act", nn.ReLU(inplace=True)))
         super().__init__(OrderedDict(layers))
+
+
+class SEResidualUnit(nn.Module):
+    """Where SE sits relative to the summation of a residual unit (Fig. 5), for every family.
+
+    Subclasses build their layers and define ``split(x) -> (branch input, shortcut)``,
+    ``residual(branch input)`` (SE_3x3 is applied inside it) and, when the sum is followed by a
+    non-linearity, ``merge``. "standard" recalibrates the residual branch before the summation,
+    "pre" the input of the residual branch, "post" the merged output, "identity" the shortcut.
+    """
+
+    expansion = 1
+
+    def _add_se(self, se: SEConfig | None, channels: int, *modes: str) -> None:
+        """Register ``self.se`` if this unit's SE mode is one of ``modes`` (call order = execution order)."""
+        self.se_mode = "none" if se is None else (se.integration if se.position == "after_block" else "3x3")
+        if se is not None and self.se_mode in modes:
+            self.se = se.block(channels)
+        elif not hasattr(self, "se"):
+            self.se = None
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return out + shortcut
+
+    # Whether ``merge`` is ``relu(out + shortcut)``: then "standard" SE and the merge run as one
+    # operation (SEBlock.scale_add_relu).
+    merge_is_add_relu = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch, shortcut = self.split(x)
+        if self.se_mode == "pre":
+            branch = self.se(branch)
+        out = self.residual(branch)
+        if self.se_mode == "standard" and self.merge_is_add_relu:
+            return self.se.scale_add_relu(out, shortcut)
+        if self.se_mode == "standard":
+            out = self.se(out, inplace=True)  # the unit owns its branch output
+        elif self.se_mode == "identity":
+            shortcut = self.se(shortcut)
+        out = self.merge(out, shortcut)
+        if self.se_mode == "post":
+            out = self.se(out, inplace=True)
+        return out

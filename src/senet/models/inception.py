@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..se import SEBlock, SEConfig
-from .common import ClassifierNet, ConvBNAct, check_input, init_weights
+from ..se import SEConfig
+from .common import ClassifierNet, ConvBNAct, SEResidualUnit, check_input, init_weights
 from .registry import register_model
 
 __all__ = [
@@ -223,10 +223,7 @@ class BNInception(ClassifierNet):
             if not following or following[0].stride == 2:  # the last module at this resolution
                 self.add_feature(f"blocks.inception_{spec.name}", channels, reduction, int(spec.name[0]))
         self.blocks = nn.Sequential(OrderedDict(modules))
-        self.num_features = channels
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(channels, num_classes)
+        self.add_head(channels, num_classes, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,40 +301,26 @@ def _conv(
     return ConvBNAct(in_ch, out_ch, k, stride, padding, eps=1e-3)
 
 
-class _InceptionResidual(nn.Module):
+class _InceptionResidual(SEResidualUnit):
     """What the three residual modules share: ``act(x + scale * conv2d(concat(branches(x))))``.
 
     ``conv2d`` is the linear 1x1 up-projection (with bias, no BN) of the paper's Figs. 16, 17, 19.
     SE sits on the residual branch before the scaled summation (``"standard"``), or where
-    ``SEConfig.integration`` puts it (Fig. 5).
+    ``SEConfig.integration`` puts it (Fig. 5): the shared :class:`~senet.models.common.SEResidualUnit`.
     """
-
-    def _add_se(self, se: SEConfig | None, channels: int, *modes: str) -> None:
-        """Register ``self.se`` if this module's SE mode is in ``modes`` (call order = execution order)."""
-        self.se_mode = "none" if se is None else se.integration
-        if self.se_mode in modes:
-            self.se: SEBlock | None = se.block(channels)
-        elif not hasattr(self, "se"):
-            self.se = None
 
     def branches(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        if self.se_mode == "pre":
-            x = self.se(x)
-        out = self.conv2d(self.branches(x))
-        if self.se_mode == "standard":
-            out = self.se(out)
-        elif self.se_mode == "identity":
-            shortcut = self.se(shortcut)
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, x
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2d(self.branches(x))
+
+    def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         out = out * self.scale + shortcut
-        if self.act is not None:
-            out = self.act(out)
-        if self.se_mode == "post":
-            out = self.se(out)
-        return out
+        return out if self.act is None else self.act(out)
 
 
 class Block35(_InceptionResidual):
@@ -499,10 +482,7 @@ class InceptionResNetV2(ClassifierNet):
         self.block8 = Block8(1.0, se5, relu=False)
         self.conv2d_7b = _conv(2080, 1536, 1)
         self.add_feature("conv2d_7b", 1536, 32, stage=5)
-        self.num_features = 1536
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(1536, num_classes)
+        self.add_head(1536, num_classes, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, check_input, init_weights
+from .common import ClassifierNet, SEResidualUnit, check_input, init_weights
 from .registry import register_model
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "SEResidualUnit"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 
 LAYOUTS = ("release", "torchvision")
 
@@ -41,55 +41,6 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Con
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
-
-
-class SEResidualUnit(nn.Module):
-    """Where SE sits relative to the summation of a residual unit (Fig. 5), for every family.
-
-    Subclasses build their layers and define ``split(x) -> (branch input, shortcut)``,
-    ``residual(branch input)`` (SE_3x3 is applied inside it) and, when the sum is followed by a
-    non-linearity, ``merge``. "standard" recalibrates the residual branch before the summation,
-    "pre" the input of the residual branch, "post" the merged output, "identity" the shortcut.
-    """
-
-    expansion = 1
-
-    def _add_se(self, se: SEConfig | None, channels: int, *modes: str) -> None:
-        """Register ``self.se`` if this unit's SE mode is one of ``modes`` (call order = execution order)."""
-        self.se_mode = "none" if se is None else (se.integration if se.position == "after_block" else "3x3")
-        if se is not None and self.se_mode in modes:
-            self.se = se.block(channels)
-        elif not hasattr(self, "se"):
-            self.se = None
-
-    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        return out + shortcut
-
-    # Whether ``merge`` is ``relu(out + shortcut)``: then "standard" SE and the merge run as one
-    # operation (SEBlock.scale_add_relu).
-    merge_is_add_relu = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch, shortcut = self.split(x)
-        if self.se_mode == "pre":
-            branch = self.se(branch)
-        out = self.residual(branch)
-        if self.se_mode == "standard" and self.merge_is_add_relu:
-            return self.se.scale_add_relu(out, shortcut)
-        if self.se_mode == "standard":
-            out = self.se(out, inplace=True)  # the unit owns its branch output
-        elif self.se_mode == "identity":
-            shortcut = self.se(shortcut)
-        out = self.merge(out, shortcut)
-        if self.se_mode == "post":
-            out = self.se(out, inplace=True)
-        return out
 
 
 class _ResidualBlock(SEResidualUnit):
@@ -292,10 +243,7 @@ class ResNet(ClassifierNet):
                 self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw)
             )
             self.add_feature(f"layer{i + 1}", self.inplanes, 4 * 2**i, stage)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.num_features = self.inplanes
-        self.fc = nn.Linear(self.inplanes, num_classes)
+        self.add_head(self.inplanes, num_classes, drop_rate)
         init_weights(self, zero_init_residual)
 
     def _make_layer(

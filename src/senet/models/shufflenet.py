@@ -197,10 +197,7 @@ class ShuffleNet(ClassifierNet):
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(units)))
             self.stage_channels.append(ch)
             self.add_feature(f"stage{stage}", ch, 2 ** (stage + 1), stage)
-        self.num_features = ch
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = nn.Identity()
-        self.fc = nn.Linear(ch, num_classes)
+        self.add_head(ch, num_classes)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
