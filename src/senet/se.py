@@ -354,6 +354,11 @@ class SEConfig:
         """Whether stage ``stage`` gets SE blocks."""
         return self.stages is None or stage in self.stages
 
+    def for_stage(self, stage: int) -> SEConfig | None:
+        """This configuration for the blocks of stage ``stage``, or ``None`` when it gets no SE
+        (``SE_Stage_k`` of Sec. 7); ``se and se.for_stage(k)`` is ``None`` for a plain network too."""
+        return self if self.in_stage(stage) else None
+
     def check_supported(self, family: str, stages: Iterable[int], **supported: Iterable[str]) -> None:
         """Refuse options a family does not implement, naming what it does support.
 

@@ -123,16 +123,23 @@ def test_se_integration_variants(integration, stride):
         assert u.se.channels == (12 if stride == 2 else 24)  # the residual branch only
         ref = _merge(_pool(x, stride), _se(u.se, _branch(u, x)), stride)
     elif integration == "pre":
-        ref = _merge(_pool(x, stride), _branch(u, _se(u.se_pre, x)), stride)
+        ref = _merge(_pool(x, stride), _branch(u, _se(u.se, x)), stride)
     elif integration == "post":
-        ref = _se(u.se_post, _merge(_pool(x, stride), _branch(u, x), stride))
+        ref = _se(u.se, _merge(_pool(x, stride), _branch(u, x), stride))
     elif integration == "identity":
-        ref = _merge(_se(u.se_identity, _pool(x, stride)), _branch(u, x), stride)
+        ref = _merge(_se(u.se, _pool(x, stride)), _branch(u, x), stride)
     else:
-        ref = _merge(_pool(x, stride), _branch(u, x, u.se_3x3), stride)
+        ref = _merge(_pool(x, stride), _branch(u, x, u.se), stride)
     blocks = [m for m in u.modules() if isinstance(m, senet.SEBlock)]
-    assert len(blocks) == 1
+    assert len(blocks) == 1 and [n for n, m in u.named_modules() if m is blocks[0]] == ["se"]
     torch.testing.assert_close(u(x), ref)
+    # A checkpoint of before the block was always `se` (se_pre / se_3x3 / se_identity / se_post) loads.
+    if integration != "standard":
+        old = {k.replace("se.", f"se_{integration}.", 1) if k.startswith("se.") else k: v
+               for k, v in u.state_dict().items()}  # fmt: skip
+        fresh = _unit("standard" if integration == "3x3" else integration, stride, position)
+        fresh.load_state_dict(old)
+        torch.testing.assert_close(fresh.eval()(x), u.eval()(x))
 
 
 def test_one_se_block_per_residual_branch():  # forward/backward: tests/models/test_all_models.py

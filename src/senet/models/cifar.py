@@ -138,7 +138,7 @@ class CifarResNet(ClassifierNet):
         self.add_feature("stem", widths[0], 1, stage=0)
         inplanes = widths[0]
         for i, planes in enumerate(widths):
-            stage_se = se if se is not None and se.in_stage(i + 1) else None
+            stage_se = se and se.for_stage(i + 1)
             stride = 1 if i == 0 else 2
             down = self._downsample(inplanes, planes, stride)
             blocks = [BasicBlock(inplanes, planes, stride, down, se=stage_se)]
@@ -292,7 +292,7 @@ class PreActResNet(ClassifierNet):
         self.add_feature("stem", stem_width, 1, stage=0)
         in_ch = stem_width
         for i, p in enumerate(planes):
-            stage_se = se if se is not None and se.in_stage(i + 1) else None
+            stage_se = se and se.for_stage(i + 1)
             units = [block(in_ch, p, 1 if i == 0 else 2, se=stage_se)]
             in_ch = p * block.expansion
             units += [block(in_ch, p, se=stage_se) for _ in range(1, blocks)]
@@ -495,7 +495,7 @@ class ShakeShakeNet(ClassifierNet):
         self.add_feature("stem", stem_width, 1, stage=0)
         in_ch = stem_width
         for i, out_ch in enumerate(widths):
-            stage_se = se if se is not None and se.in_stage(i + 1) else None
+            stage_se = se and se.for_stage(i + 1)
             width = None if bottleneck_widths is None else bottleneck_widths[i]
             units = []
             for j in range(blocks):

@@ -69,7 +69,7 @@ __all__ = [
 
 
 def _stage_se(se: SEConfig | None, stage: int) -> SEConfig | None:
-    return se if se is not None and se.in_stage(stage) else None
+    return se and se.for_stage(stage)
 
 
 def _check_drop_rate(drop_rate: float) -> None:

@@ -92,7 +92,7 @@ class MobileNet(ClassifierNet):
         self.stage_channels: list[int] = []
         ch = stem_width
         for stage, widths in zip(stage_ids, stages, strict=True):
-            stage_se = se if se is not None and se.in_stage(stage) else None
+            stage_se = se and se.for_stage(stage)
             units: list[tuple[str, nn.Module]] = []
             for i, out_ch in enumerate(widths):
                 stride = 2 if i == 0 and stage > 1 else 1

@@ -236,7 +236,7 @@ class ResNet(ClassifierNet):
         self.add_feature("stem", stem_width, 4, stage=1)
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             stage = i + 2
-            stage_se = se if se is not None and se.in_stage(stage) else None
+            stage_se = se and se.for_stage(stage)
             kernel = 1 if i == 0 else downsample_kernel
             stride = 1 if i == 0 else 2
             setattr(

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, ConvBNAct, check_input, init_weights
+from .common import ClassifierNet, ConvBNAct, SEResidualUnit, check_input, init_weights
 from .registry import register_model
 
 __all__ = ["ChannelShuffle", "ShuffleNet", "ShuffleUnit"]
@@ -76,7 +76,7 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
-class ShuffleUnit(nn.Module):
+class ShuffleUnit(SEResidualUnit):
     """One ShuffleNet unit with optional SE (see the module docstring for where SE sits).
 
     Args:
@@ -110,40 +110,38 @@ class ShuffleUnit(nn.Module):
         if mid % groups or branch_ch % groups or (group_first and in_ch % groups):
             raise ValueError(f"ShuffleUnit({in_ch}, {out_ch}): channels must be divisible by groups={groups}")
         self.stride = stride
-        self.se_mode = "none" if se is None else (se.integration if se.position == "after_block" else "3x3")
-        self.se_pre = se.block(in_ch) if self.se_mode == "pre" else None
+        self._add_se(se, in_ch, "pre")
         self.conv1 = ConvBNAct(in_ch, mid, 1, groups=groups if group_first else 1)
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
         self.conv2 = ConvBNAct(mid, mid, 3, stride, groups=mid, act=False)
-        self.se_3x3 = se.block(mid) if self.se_mode == "3x3" else None
+        self._add_se(se, mid, "3x3")
         self.conv3 = ConvBNAct(mid, branch_ch, 1, groups=groups, act=False)
-        self.se = se.block(branch_ch) if self.se_mode == "standard" else None
+        self._add_se(se, branch_ch, "standard")
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
-        self.se_identity = se.block(in_ch) if self.se_mode == "identity" else None
+        self._add_se(se, in_ch, "identity")
         self.relu = nn.ReLU(inplace=True)
-        self.se_post = se.block(out_ch) if self.se_mode == "post" else None
+        self._add_se(se, out_ch, "post")
+        self._register_load_state_dict_pre_hook(_rename_se_keys)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, self.shortcut(x)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.shuffle(self.conv1(x)))
-        if self.se_3x3 is not None:
-            out = self.se_3x3(out)
+        if self.se_mode == "3x3":
+            out = self.se(out)
         return self.conv3(out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        if self.se_pre is not None:
-            x = self.se_pre(x)
-        out = self.residual(x)
-        if self.se is not None:
-            out = self.se(out)
-        shortcut = self.shortcut(identity)
-        if self.se_identity is not None:
-            shortcut = self.se_identity(shortcut)
-        out = torch.cat((shortcut, out), 1) if self.stride == 2 else out + shortcut
-        out = self.relu(out)
-        if self.se_post is not None:
-            out = self.se_post(out)
-        return out
+    def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return self.relu(torch.cat((shortcut, out), 1) if self.stride == 2 else out + shortcut)
+
+
+def _rename_se_keys(state_dict: dict, prefix: str, *args: object) -> None:
+    """Checkpoints written before the unit's SE block was always ``se`` named it by its place
+    (``se_pre``, ``se_3x3``, ``se_identity``, ``se_post``): read them under today's name."""
+    for old in ("se_pre.", "se_3x3.", "se_identity.", "se_post."):
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + "se." + key[len(prefix + old) :]] = state_dict.pop(key)
 
 
 class ShuffleNet(ClassifierNet):
@@ -186,7 +184,7 @@ class ShuffleNet(ClassifierNet):
         self.stage_channels: list[int] = []
         ch = stem_width
         for stage, (out_ch, n) in enumerate(zip(STAGE_WIDTHS[groups], depths, strict=True), 2):
-            stage_se = se if se is not None and se.in_stage(stage) else None
+            stage_se = se and se.for_stage(stage)
             units: list[tuple[str, nn.Module]] = []
             for i in range(n):
                 stride = 2 if i == 0 else 1

@@ -96,7 +96,7 @@ class VGG(ClassifierNet):
         self.stage_channels: list[int] = []
         ch = in_chans
         for stage, widths in zip(stage_ids, stages, strict=True):
-            stage_se = se if se is not None and se.in_stage(stage) else None
+            stage_se = se and se.for_stage(stage)
             layers: list[tuple[str, nn.Module]] = []
             for i, out_ch in enumerate(widths, 1):
                 layers.append((f"conv{i}", VGGUnit(ch, out_ch, stage_se)))
