@@ -309,3 +309,24 @@ def test_nd_fused_scale_add_relu_is_the_same_function(dims):
 def test_config_builds_nd_blocks():
     assert SEConfig(reduction=8).block(32, dims=3).fc1.weight.shape == (4, 32, 1, 1, 1)
     assert "dims" not in SEConfig.fields()  # a property of the place, not a network knob
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "se_resnet50"])
+def test_hooks_on_the_module_before_se_see_its_output_unchanged(name):
+    """In inference SE scales a residual unit's branch output in place when only the unit holds it;
+    a forward hook on the BN that produced it is handed that tensor, so it must stay as made."""
+    import senet
+
+    model = senet.create_model(name).eval()
+    unit = model.layer1[0]
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(module, inputs, output):
+        seen["out"], seen["copy"] = output, output.detach().clone()
+
+    handle = getattr(unit, unit.last_bn).register_forward_hook(keep)
+    size = 32 if name == "se_resnet20" else 64
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size))
+    handle.remove()
+    torch.testing.assert_close(seen["out"], seen["copy"], rtol=0, atol=0)

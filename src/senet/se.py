@@ -209,7 +209,9 @@ class SEBlock(nn.Module):
             return x.mul_(s)
         return x * s
 
-    def scale_add_relu(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    def scale_add_relu(
+        self, x: torch.Tensor, shortcut: torch.Tensor, *, inplace: bool = True
+    ) -> torch.Tensor:
         """``relu(x * s(x) + shortcut)``: the end of a post-activation SE residual unit (Fig. 3).
 
         When autograd records the step, this runs as one operation with a hand-written backward
@@ -220,7 +222,8 @@ class SEBlock(nn.Module):
         SE-ResNet-56 step took 1.24x its plain twin's on CPU; 1.03-1.06x with this). The same
         function is computed (tests compare logits and gradients). Other cases -- no gradient,
         max/no squeeze, hooks on this block, tracing or compiling (the compiler fuses by itself)
-        -- take the generic chain, in place where allowed.
+        -- take the generic chain, in place where allowed (``inplace=False``: never into ``x``, which
+        a hook on the module that produced it may hold).
         """
         if (
             torch.is_grad_enabled()
@@ -233,8 +236,11 @@ class SEBlock(nn.Module):
             return _SEScaleAddReLU.apply(x, shortcut, self, *self.parameters())
         if not torch.is_grad_enabled() and not self._input_observed():
             # inference: x * s + shortcut written into x (the unit owns it), then ReLU: two passes
-            return torch.addcmul(shortcut, x, self.excite(x), out=x).relu_()
-        out = self(x, inplace=True)
+            s = self.excite(x)
+            return (
+                torch.addcmul(shortcut, x, s, out=x) if inplace else torch.addcmul(shortcut, x, s)
+            ).relu_()
+        out = self(x, inplace=inplace)
         out += shortcut
         return torch.relu_(out)
 

@@ -101,6 +101,10 @@ def test_pickles_and_the_copy_computes_the_same(name: str) -> None:
     x = _input(name)[:1]
     with torch.no_grad():
         torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)
+        # what a user replacing the classifier reads: num_features = channels of forward_features,
+        # head_hidden_size = the width fc reads (VGG: 512 and 4096)
+        assert model.forward_features(x).shape[1] == model.num_features
+    assert model.fc.in_features == model.head_hidden_size
     assert clone.state_dict().keys() == model.state_dict().keys()
 
 

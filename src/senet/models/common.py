@@ -53,8 +53,9 @@ class ClassifierNet(nn.Module):
     def add_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         """The classifier every family ends with: global average pooling, dropout when ``drop_rate``
         is set (SENet-154, Inception-ResNet-v2, Sec. 6.1) and a linear layer, registered in the
-        order they run; ``num_features`` is the width the classifier reads."""
-        self.num_features = num_features
+        order they run. ``num_features`` (the channels of ``forward_features``) is then also
+        ``head_hidden_size``, the width ``fc`` reads (as in timm; VGG's differ: 512 and 4096)."""
+        self.num_features = self.head_hidden_size = num_features
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(num_features, num_classes)
@@ -193,13 +194,19 @@ class SEResidualUnit(nn.Module):
         if self.se_mode == "pre":
             branch = self.se(branch)
         out = self.residual(branch)
+        # The unit owns its branch and merge outputs and may scale them in place, unless a forward
+        # hook (on any module of the unit, or global) has been handed them: it would see them change.
+        owned = self.se_mode in ("standard", "post") and not self._hooked()
         if self.se_mode == "standard" and self.merge_is_add_relu:
-            return self.se.scale_add_relu(out, shortcut)
+            return self.se.scale_add_relu(out, shortcut, inplace=owned)
         if self.se_mode == "standard":
-            out = self.se(out, inplace=True)  # the unit owns its branch output
+            out = self.se(out, inplace=owned)
         elif self.se_mode == "identity":
             shortcut = self.se(shortcut)
         out = self.merge(out, shortcut)
         if self.se_mode == "post":
-            out = self.se(out, inplace=True)
+            out = self.se(out, inplace=owned)
         return out
+
+    def _hooked(self) -> bool:
+        return bool(nn.modules.module._global_forward_hooks) or any(m._forward_hooks for m in self.modules())

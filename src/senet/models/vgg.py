@@ -107,7 +107,8 @@ class VGG(ClassifierNet):
             self.add_feature(f"stage{stage}.conv{len(widths)}", ch, 2 ** (stage - 1), stage)
         self.num_stages = len(stages)
         self.add_feature(f"stage{self.num_stages}", ch, 2**self.num_stages, self.num_stages)
-        self.num_features = ch
+        self.num_features = ch  # the channels of forward_features; the classifier reads fc7's
+        self.head_hidden_size = hidden  # (timm's names): replace `fc` with nn.Linear(head_hidden_size, n)
         self.global_pool = nn.AdaptiveAvgPool2d(7)
         self.pre_logits = nn.Sequential(
             OrderedDict(
