@@ -13,7 +13,7 @@ from senet.train.schedule import MAX_WARMUP_FRACTION
 def _curve(epochs: int, steps: int = 50) -> list[float]:
     cfg = load_config("cifar10-quick", overrides={"epochs": epochs})
     factor = LRFactor.from_config(cfg, steps)
-    return [cfg.base_lr * factor(s) for s in range(epochs * steps)]
+    return [cfg.scaled_lr * factor(s) for s in range(epochs * steps)]
 
 
 @pytest.mark.parametrize("epochs", [1, 3, 15])

@@ -62,11 +62,11 @@ def test_imagenet_recipe_is_the_papers():
         and cfg.augment == "release"  # SENET.md "Official release": rotation, crop, flip, pixel jitter
         and cfg.sampling == "balanced"  # Sec. 6.1
     )
-    assert load_config("imagenet", overrides={"batch_size": 256}).base_lr == pytest.approx(
+    assert load_config("imagenet", overrides={"batch_size": 256}).scaled_lr == pytest.approx(
         0.15
     )  # linear scaling
     s154 = load_config("senet154")
-    assert s154.label_smoothing == 0.1 and s154.batch_size == 2048 and s154.base_lr == pytest.approx(1.0)
+    assert s154.label_smoothing == 0.1 and s154.batch_size == 2048 and s154.scaled_lr == pytest.approx(1.0)
     assert senet.create_model("senet154").pre_logits.p == 0.2
     assert load_config("cifar-shake-shake26").cutout == 16
     mobile = load_config("mobile")  # Table 3: batch 256, lr 0.1 /10 on plateaus, wd 4e-5, ~400 epochs

@@ -248,7 +248,7 @@ class Config:
         need(bool(self.model), "model must name a registered model (`senet list`)")
 
     @property
-    def base_lr(self) -> float:
+    def scaled_lr(self) -> float:
         """``lr`` after the linear scaling rule: ``lr * batch_size / lr_base_batch`` when set."""
         return self.lr * self.batch_size / self.lr_base_batch if self.lr_base_batch else self.lr
 

@@ -418,7 +418,7 @@ class _Trainer:
         _freeze(self.model, cfg.freeze_params)
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad],
-            lr=cfg.base_lr,
+            lr=cfg.scaled_lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
@@ -507,7 +507,7 @@ class _Trainer:
             print(
                 f"senet train: {cfg.model} ({params:.2f}M params) on {len(data.train) * cfg.batch_size} "
                 f"train / {data.val.num_samples * d.world} val images of {cfg.data_dir}, {d.world} "
-                f"process(es) on {d.device.type}, batch {cfg.batch_size}, lr {cfg.base_lr:g} "
+                f"process(es) on {d.device.type}, batch {cfg.batch_size}, lr {cfg.scaled_lr:g} "
                 f"({cfg.schedule}{_warmup_note(cfg, self.factor)}), {cfg.epochs} epochs -> {self.out}",
                 flush=True,
             )

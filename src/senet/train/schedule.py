@@ -25,7 +25,7 @@ MAX_WARMUP_FRACTION = 0.2
 
 
 class LRFactor:
-    """lr / base_lr after ``step`` optimiser steps (``steps_per_epoch`` steps make one epoch)."""
+    """lr / scaled_lr after ``step`` optimiser steps (``steps_per_epoch`` steps make one epoch)."""
 
     def __init__(
         self,
