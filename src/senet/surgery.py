@@ -123,6 +123,11 @@ class _WithSE(nn.Module):
 
     inner: ClassVar[str] = "module"
 
+    def __init__(self, module: nn.Module, se: SEBlock) -> None:
+        super().__init__()
+        setattr(self, self.inner, module)  # registered first: it runs first
+        self.se = se
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],
@@ -154,11 +159,6 @@ class BNThenSE(_WithSE):
 
     inner = "bn"
 
-    def __init__(self, bn: nn.Module, se: SEBlock) -> None:
-        super().__init__()
-        self.bn = bn
-        self.se = se
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.bn(x))
 
@@ -167,11 +167,6 @@ class ActThenSE(_WithSE):
     """A non-linearity followed by SE: ``se(act(x))`` (plain networks, Sec. 3.3)."""
 
     inner = "act"
-
-    def __init__(self, act: nn.Module, se: SEBlock) -> None:
-        super().__init__()
-        self.act = act
-        self.se = se
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.act(x))
@@ -182,11 +177,6 @@ class ModuleThenSE(_WithSE):
     ``integration="post"`` (Fig. 5c), or the last layer of a branch that is not a batch norm."""
 
     inner = "module"
-
-    def __init__(self, module: nn.Module, se: SEBlock) -> None:
-        super().__init__()
-        self.module = module
-        self.se = se
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.se(self.module(*args, **kwargs))
@@ -199,8 +189,8 @@ class SEThenModule(_WithSE):
     inner = "module"
 
     def __init__(self, module: nn.Module, se: SEBlock) -> None:
-        super().__init__()
-        self.se = se
+        nn.Module.__init__(self)
+        self.se = se  # registered first: it runs first
         self.module = module
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
