@@ -341,29 +341,6 @@ _ACT_METHODS = ("relu", "relu_")
 _GATES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, ScaledSigmoid)
 _GATE_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
 _GATE_METHODS = ("sigmoid", "sigmoid_", "tanh")
-_SAME_CHANNELS = (
-    *_ACTS,
-    *_GATES,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.Upsample,
-)
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _POOL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
@@ -375,6 +352,7 @@ _GLOBAL_POOLS = (
     nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d,
 )
+_SAME_CHANNELS = (*_ACTS, *_GATES, *_PASS_MODULES, *_POOLS, *_GLOBAL_POOLS, nn.Upsample)
 _LAYOUT_METHODS = ("contiguous", "clone", "to", "float", "type_as", "permute", "reshape", "view", "flatten")
 _DROP_PATH_NAMES = ("stochastic_depth", "drop_path")
 
