@@ -325,6 +325,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="test-time augmentation: average the predictions for each image and its mirror image",
     )
+    p.add_argument(
+        "--ema",
+        action="store_true",
+        help="evaluate the checkpoint's weight average (runs trained with --ema-decay)",
+    )
     p.add_argument("--json", default=None, help="where to write the result (default: beside the checkpoint)")
     p.set_defaults(func=_cmd_eval)
 
@@ -346,6 +351,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         workers=args.workers,
         flip=args.flip,
         json_path=args.json,
+        ema=args.ema,
     )
     if "preprocessing" in r:
         pr = r["preprocessing"]
@@ -356,7 +362,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             + (f"; layout {r['layout']}" if r.get("layout") else "")
         )
     print(
-        f"{r['model']} on {r['images']} images (crop {r['crop']}{', flip averaged' if r['flip'] else ''}): "
+        f"{r['model']}{' (EMA weights)' if r.get('ema') else ''} on {r['images']} images "
+        f"(crop {r['crop']}{', flip averaged' if r['flip'] else ''}): "
         f"top-1 {r['top1']:.2f}% (error {r['top1_err']:.2f}%)"
         f"  top-5 {r['top5']:.2f}% (error {r['top5_err']:.2f}%)  -> {r['json']}"
     )

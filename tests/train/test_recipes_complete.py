@@ -172,3 +172,34 @@ def test_every_recipe_trains_two_steps_as_written(recipe, two_class_folder, tmp_
     optimizer = saved["optimizer"]["param_groups"][0]
     assert optimizer["momentum"] == written.momentum and optimizer["weight_decay"] == written.weight_decay
     assert optimizer["nesterov"] == written.nesterov
+
+
+def test_eval_ema_scores_the_weight_average(cifar10_jpeg, tmp_path, capsys):
+    """`senet eval --ema` evaluates the average the run kept, as the run's own EMA line did."""
+    from senet.cli import main
+    from senet.train import evaluate
+
+    train(_tiny(cifar10_jpeg, tmp_path / "run", epochs=1, ema_decay=0.5))
+    record = _metrics(tmp_path / "run")[0]
+    last = tmp_path / "run" / "last.pt"
+    ema = evaluate(last, cifar10_jpeg, val_subset=5, ema=True)
+    raw = evaluate(last, cifar10_jpeg, val_subset=5)
+    assert ema["top1"] == pytest.approx(record["ema_val_top1"]) and ema["ema"] is True
+    assert raw["top1"] == pytest.approx(record["val_top1"])
+    assert ema["loss"] == pytest.approx(record["ema_val_loss"], rel=1e-4)
+    assert ema["loss"] != pytest.approx(raw["loss"], rel=1e-6)  # another set of weights
+    train(_tiny(cifar10_jpeg, tmp_path / "plain", epochs=1))
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "plain" / "last.pt"),
+                "--data-dir",
+                str(cifar10_jpeg),
+                "--ema",
+            ]
+        )
+        == 2
+    )
+    assert "--ema-decay" in capsys.readouterr().err

@@ -750,6 +750,7 @@ def evaluate(
     val_subset: int = 0,
     flip: bool = False,
     json_path: str | Path | None = None,
+    ema: bool = False,
 ) -> dict[str, Any]:
     """Top-1 / top-5 accuracy and error of a set of weights on ``data_dir``'s val (or test) split.
 
@@ -762,24 +763,32 @@ def evaluate(
     ``flip`` averages the predictions for each image and its horizontal mirror (test-time
     augmentation; not what the paper's single-crop figures use). The result, with the
     preprocessing used, is also written as JSON to ``json_path`` (default:
-    ``eval-<checkpoint>-<crop>[-flip].json`` beside the checkpoint).
+    ``eval-<checkpoint>-<crop>[-flip][-ema].json`` beside the checkpoint). ``ema`` evaluates the
+    exponential moving average of the weights a run trained with ``ema_decay`` keeps in its checkpoints.
     """
     from ..weights import _is_url
 
     ckpt_path = Path(str(checkpoint))
     ckpt = None if _is_url(checkpoint) else load_checkpoint(ckpt_path)
     device = pick_device()
+    if ema and not (isinstance(ckpt, dict) and isinstance(ckpt.get("ema"), dict)):
+        raise ValueError(
+            f"{checkpoint} holds no weight average: --ema needs a checkpoint of a run trained with "
+            "--ema-decay"
+        )
+    if ema:
+        ckpt = {**ckpt, "model": ckpt["ema"]}  # the average in the place of the weights
     if isinstance(ckpt, dict) and "config" in ckpt and model is None and mean is None and std is None:
         result = _evaluate_run_checkpoint(
             ckpt, data_dir, device, crop, resize, batch_size, workers, val_subset, flip
         )
     else:
-        net = load_model(str(checkpoint), model).to(device)  # errors name the file
+        net = load_model(ckpt if ema else str(checkpoint), model).to(device)  # errors name the file
         _check_finite(net, str(checkpoint))
         prep = net.preprocessing.adjusted(crop=crop, resize=resize, mean=mean, std=std)
         result = _evaluate_model(net, prep, data_dir, device, batch_size, workers, val_subset, flip)
-    result = {"checkpoint": str(checkpoint), **result, "data_dir": str(data_dir), "flip": flip}
-    default = f"eval-{ckpt_path.stem}-{result['crop']}{'-flip' if flip else ''}.json"
+    result = {"checkpoint": str(checkpoint), **result, "data_dir": str(data_dir), "flip": flip, "ema": ema}
+    default = f"eval-{ckpt_path.stem}-{result['crop']}{'-flip' if flip else ''}{'-ema' if ema else ''}.json"
     path = Path(json_path) if json_path else (ckpt_path.with_name(default) if ckpt else Path(default))
     try:
         path.write_text(json.dumps(_finite_or_none(result), indent=2, allow_nan=False) + "\n")
