@@ -291,10 +291,7 @@ def build_data(
     for ds in datasets.values():
         ds.strict = strict
     val = FolderLoader(datasets[False], eval_batch_size, train=False, **common)
-    trn = None
-    if train:
-        labels = datasets[True].targets
-        trn = FolderLoader(datasets[True], batch_size, train=True, **common, sampling=sampling, labels=labels)
+    trn = FolderLoader(datasets[True], batch_size, train=True, **common, sampling=sampling) if train else None
     return Data(trn, val, list(datasets[train].classes), skipped, notices)
 
 

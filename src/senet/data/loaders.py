@@ -18,7 +18,7 @@ and are told the epoch with ``set_epoch`` so that every epoch's order and augmen
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -101,8 +101,8 @@ class FolderLoader:
     """A ``DataLoader`` over a streamed data set, sharded with ``DistributedSampler`` on many ranks.
 
     ``sampling="balanced"`` (training only) draws every class equally often per epoch with a
-    :class:`~senet.data.sampling.BalancedSampler`, which also shards the epoch over the ranks.
-    ``labels`` are then the dataset's sample labels.
+    :class:`~senet.data.sampling.BalancedSampler` over the dataset's ``targets``, which also shards
+    the epoch over the ranks.
     """
 
     def __init__(
@@ -117,14 +117,14 @@ class FolderLoader:
         world: int = 1,
         device: torch.device | str = "cpu",
         sampling: str = "uniform",
-        labels: Sequence[int] = (),
     ) -> None:
         device = torch.device(device)
         self.seed, self.device, self.train = seed, device, train
         self.generator = torch.Generator()
         self.sampler: BalancedSampler | DistributedSampler | RandomSampler | SequentialSampler | range
         if train and sampling == "balanced":
-            self.sampler = BalancedSampler(labels, batch_size, seed=seed, rank=rank, world=world)
+            targets = dataset.targets  # type: ignore[attr-defined]
+            self.sampler = BalancedSampler(targets, batch_size, seed=seed, rank=rank, world=world)
         elif world > 1 and train:
             self.sampler = DistributedSampler(
                 dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
