@@ -7,12 +7,21 @@ remain are checked by an independent forward-hook pass not to sit directly after
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
 
 import senet
+from senet import inference
 from senet.inference import PrepackedConv2d, conv_bn_pairs, fold_bn, fuse_for_inference
+from senet.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+
+CIFAR10, IMAGENET = (CIFAR10_MEAN, CIFAR10_STD), (IMAGENET_MEAN, IMAGENET_STD)
 
 # One network per family module (the smallest SE one); test_every_family_is_covered keeps it complete.
 FAMILY_NETWORKS = {
@@ -337,3 +346,97 @@ def test_residual_units_with_in_place_ops_match_timm(grad):
     peer.train()(x).square().sum().backward()
     torch.testing.assert_close(ours.layer2[0].se.fc1.weight.grad, peer.layer2[0].se.fc1.weight.grad)
     torch.testing.assert_close(ours.stem.conv1.weight.grad, peer.conv1.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+class _Lockstep:
+    """Two calls run their lines of ``senet/inference.py`` in turn (one thread each): call 0 runs its
+    first ``lead`` lines alone, then the calls alternate line by line. Trying every ``lead`` tries
+    every way two concurrent calls can interleave at line granularity, deterministically."""
+
+    def __init__(self, lead: int) -> None:
+        self.lead, self.step, self.done = lead, 0, [False, False]
+        self.cond = threading.Condition()
+
+    def _slot(self, who: int, n: int) -> int:
+        """The global step at which line ``n`` of call ``who`` runs."""
+        if who == 1:
+            return self.lead + 2 * n + 1
+        return n if n < self.lead else self.lead + 2 * (n - self.lead)
+
+    def run(self, who: int, fn: Callable[[], Any], out: list) -> None:
+        n = -1  # lines started by this call, less one
+
+        def trace(frame: Any, event: str, arg: Any) -> Any:
+            nonlocal n
+            if frame.f_code.co_filename != inference.__file__:
+                return None
+            if event == "line":
+                with self.cond:
+                    self.step += n >= 0  # the previous line of this call has run
+                    n += 1
+                    self.cond.notify_all()
+                    self.cond.wait_for(lambda: self.step >= self._slot(who, n) or self.done[1 - who], 10)
+            return trace
+
+        sys.settrace(trace)
+        try:
+            out[who] = fn()
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            out[who] = e
+        finally:
+            sys.settrace(None)
+            with self.cond:
+                self.step, self.done[who] = self.step + 1, True
+                self.cond.notify_all()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_prepacked_cache_eviction_is_safe_under_concurrent_calls():
+    """Two threads each convolve an input of a new shape, so both evict from a full cache: at every
+    interleaving of their lines neither may fail (e.g. StopIteration from ``next(iter(cache))`` on
+    a cache the other thread just emptied) and both outputs are the convolution's."""
+    conv = nn.Conv2d(2, 3, 1)
+    xs = [torch.randn(1, 2, s, s) for s in (3, 4, 5)]
+    with torch.no_grad():
+        want = [conv(x) for x in xs[1:]]
+    for lead in range(80):  # a call runs ~60 lines
+        packed = PrepackedConv2d.from_conv(conv).eval()
+        packed.max_packed = 1  # the cache is full after one call: every new shape evicts
+        with torch.inference_mode():
+            packed(xs[0])
+        out: list = [None, None]
+        lockstep = _Lockstep(lead)
+
+        def call(x: torch.Tensor, packed: nn.Module = packed) -> torch.Tensor:
+            with torch.inference_mode():
+                return packed(x)
+
+        threads = [
+            threading.Thread(target=lockstep.run, args=(k, lambda k=k: call(xs[k + 1]), out)) for k in (0, 1)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for got, ref in zip(out, want, strict=True):
+            assert not isinstance(got, Exception), f"lead {lead}: {got!r}"
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        assert len(packed.__dict__["_packed"]) == 1
+
+
+@pytest.mark.parametrize(("name", "rgb"), [("resnet20", CIFAR10), ("resnet18", IMAGENET)])
+def test_preprocessing_of_another_channel_count(name, rgb, tmp_path):
+    """in_chans=1 is a grey image: the average of the colour statistics (as the first conv sums its
+    RGB kernels); 5 channels are no colours (FRN's event voxel grid): no normalisation, mean 0 std 1."""
+    mean, std = rgb
+    grey = senet.create_model(name, in_chans=1).preprocessing
+    assert grey.mean == pytest.approx([sum(mean) / 3]) and grey.std == pytest.approx([sum(std) / 3])
+    assert grey.input_size[0] == 1
+    photo = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8)
+    assert grey.transform()(photo).shape[0] == 1  # a colour photo becomes grey
+    five = senet.create_model(name, in_chans=5).preprocessing
+    assert (five.mean, five.std, five.input_size[0]) == ((0.0,) * 5, (1.0,) * 5, 5)
+    assert senet.create_model(name).preprocessing.mean == pytest.approx(mean)  # 3 channels: as before
+    # weights that record RGB preprocessing, loaded into a grey network: the statistics follow
+    path = senet.save_weights(senet.create_model(name), tmp_path / "rgb.pt")
+    assert senet.create_model(name, in_chans=1, weights=path).preprocessing == grey

@@ -96,15 +96,7 @@ def create_model(
     if accepted is not None:
         unknown = sorted(set(overrides) - accepted)
         if unknown:
-            extra = {
-                "se",
-                "num_classes",
-                "weights",
-                "features_only",
-                "out_indices",
-                "frozen_stages",
-                "norm_eval",
-            }
+            extra = {"se", *inspect.signature(create_model).parameters} - {"name", "overrides"}
             options = ", ".join(sorted(accepted | se_keys | extra))
             raise ValueError(f"{name} does not take {', '.join(unknown)}. Options: {options}")
     checkpoint = None
@@ -126,6 +118,8 @@ def create_model(
     model.preprocessing = default_preprocessing(info.dataset, (in_chans, *info.input_size[1:]))  # type: ignore[assignment]
     if checkpoint is not None:
         load_weights(model, checkpoint, reset_classifier=reset_classifier)
+        # RGB weights adapted to another in_chans: the statistics they carry are adapted alike
+        model.preprocessing = model.preprocessing.for_channels(in_chans)  # type: ignore[assignment]
     if features_only:
         return FeatureExtractor(model, out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval)
     if out_indices is not None or frozen_stages != -1 or norm_eval:

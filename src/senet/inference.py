@@ -208,27 +208,20 @@ class PrepackedConv2d(nn.Conv2d):
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
         # oneDNN picks the weight format for the input's shape: a weight packed for batch 16 runs
-        # batch 1 slower than no packing at all, so each input shape gets its own packing
+        # batch 1 slower than no packing at all, so each input shape gets its own packing. A cache
+        # is never changed once stored, only replaced (one assignment): concurrent calls each see a
+        # whole cache, never one another thread is emptying.
         w = self.weight
         version = (w.data_ptr(), w._version, id(w))
-        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_packed", {})
-        if self.__dict__.get("_packed_version") != version:
-            cache.clear()
-            self._packed_version = version
+        same = self.__dict__.get("_packed_version") == version
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.get("_packed", {}) if same else {}
         shape = tuple(x.shape)
         packed = cache.get(shape)
         if packed is None:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                w.detach(),
-                list(self.padding),
-                list(self.stride),
-                list(self.dilation),
-                self.groups,
-                list(shape),
-            )
-            while len(cache) >= self.max_packed:
-                cache.pop(next(iter(cache)), None)
-            cache[shape] = packed
+            args = (list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape))
+            packed = torch.ops.mkldnn._reorder_convolution_weight(w.detach(), *args)
+            kept = list(cache.items())[max(0, len(cache) + 1 - self.max_packed) :]  # oldest dropped
+            self.__dict__.update(_packed=dict([*kept, (shape, packed)]), _packed_version=version)
         return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,22 @@ class Preprocessing:
             prep = replace(prep, mean=tuple(mean or prep.mean), std=tuple(std or prep.std))
         return prep
 
+    def for_channels(self, n: int) -> Preprocessing:
+        """This preprocessing for a network of ``n`` input channels (``create_model(in_chans=n)``).
+
+        Colour statistics describe 3 channels. One channel is a grey image: mean and std are the
+        average of the colour ones, the counterpart of :func:`senet.load_weights` summing RGB kernels
+        for it (a grey image seen as itself in R, G and B). Any other count is not colours (e.g.
+        FRN's 5-bin event voxel grid, which FRN's ``retinanet/dataloader.py`` feeds unnormalised):
+        mean 0 and std 1 per channel, i.e. no normalisation; whoever makes such inputs sets
+        ``model.preprocessing`` to their own statistics.
+        """
+        mean, std = self.mean, self.std
+        if len(mean) != n:
+            grey = ((sum(mean) / len(mean),), (sum(std) / len(std),))
+            mean, std = grey if n == 1 else ((0.0,) * n, (1.0,) * n)
+        return replace(self, mean=mean, std=std, input_size=(n, *self.input_size[1:]))
+
     @property
     def resize_size(self) -> int:
         """Short side before the centre crop (256 for a 224 crop at 0.875)."""
@@ -102,6 +118,8 @@ class Preprocessing:
             v2.CenterCrop(self.input_size[1:]),
             v2.ToDtype(torch.float32, scale=True),
         ]
+        if self.input_size[0] == 1:  # a grey network: photos in colour become grey (ITU-R 601 luma)
+            steps.insert(1, v2.Grayscale())
         if self.order == "BGR":
             steps.append(_FlipChannels())
         if self.value_range != 1.0:
@@ -127,10 +145,10 @@ class _Scale(nn.Module):
 
 
 def default_preprocessing(dataset: str, input_size: tuple[int, int, int]) -> Preprocessing:
-    """What a network of the registry expects when its weights say nothing else."""
-    if dataset == "cifar":
-        return Preprocessing(CIFAR10_MEAN, CIFAR10_STD, input_size=input_size, crop_fraction=1.0)
-    return Preprocessing(input_size=input_size)
+    """What a network of the registry expects when its weights say nothing else (for another channel
+    count than 3: see :meth:`Preprocessing.for_channels`)."""
+    cifar = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_fraction=1.0) if dataset == "cifar" else {}
+    return Preprocessing(input_size=input_size, **cifar).for_channels(input_size[0])
 
 
 def preprocessing(model: nn.Module) -> nn.Module:

@@ -136,7 +136,7 @@ def test_a_streamed_replacement_can_be_logged_to_a_file(damaged, tmp_path, capsy
 def test_strict_refuses_unreadable_images_in_one_line(damaged, in_memory):
     root, bad = damaged
     with pytest.raises(ValueError) as info:
-        _build(root, in_memory, strict=True)
+        _build(root, in_memory, strict_data=True)
     msg = str(info.value)
     assert isinstance(info.value, BadImageError) and "\n" not in msg and "Traceback" not in msg
     n = 3 if in_memory else 2  # streamed: the truncated file shows only when read
@@ -152,7 +152,7 @@ def test_strict_refuses_a_truncated_image_read_by_a_worker(damaged):
     bad["empty"].unlink()
     # 3 batches of 5: every sample is read (drop_last would leave out a rest).
     kw = dict(in_memory=False, cache_dir="", workers=2, batch_size=5, augment="none")
-    data = build_data(root, strict=True, **kw)
+    data = build_data(root, strict_data=True, **kw)
     with pytest.raises(BadImageError) as info:
         for _ in data.train:
             pass
@@ -167,7 +167,7 @@ def test_strict_messages_name_the_first_files_and_the_count(cifar10_jpeg, tmp_pa
     for f in sorted((root / "train" / "bird").iterdir()):
         f.write_bytes(b"")
     with pytest.raises(BadImageError) as info:
-        _build(root, True, strict=True)
+        _build(root, True, strict_data=True)
     first = sorted(p.name for p in (root / "train" / "bird").iterdir())[:3]
     listed = ", ".join(f"train/bird/{name} (empty file (0 bytes))" for name in first)
     assert str(info.value).startswith(f"5 unreadable image files in {root}: {listed} and 2 more: ")

@@ -66,7 +66,7 @@ def test_help_gives_each_field_its_meaning_and_the_recipes_default(capsys):
     quick = _help(capsys, "--recipe", "cifar10-quick")
     assert "defaults shown are cifar10-quick's" in quick
     assert re.search(r"--lr LR peak learning rate [^\[]*\[default: 0\.2\]", quick)  # the recipe's lr
-    assert re.search(r"--schedule SCHEDULE lr schedule: [^\[]*\[default: onecycle\]", quick)
+    assert re.search(r"--schedule SCHEDULE lr schedule: [^\[]*\[default: triangle\]", quick)
     for name, meaning in Config.meanings().items():  # one source: a field without a meaning fails here
         assert meaning, f"Config.{name} has no meaning"
         if name != "recipe":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -138,3 +139,109 @@ def test_schedules_match_torch_schedulers():
 
 def test_config_defaults_are_valid():
     assert Config().to_dict()["model"] == "se_resnet20"
+
+
+def test_parts_hold_the_fields_and_flat_names_read_them():
+    cfg = load_config("imagenet", overrides={"epochs": 3, "data_dir": "x"})
+    assert (cfg.data.image_size, cfg.data.data_dir, cfg.optim.lr, cfg.runtime.eval_batch_size) == (
+        224,
+        "x",
+        0.6,
+        250,
+    )
+    assert (cfg.image_size, cfg.epochs, cfg.eval_batch_size) == (224, 3, 250)  # flat names read the parts
+    assert cfg.scaled_lr == cfg.optim.scaled_lr == 0.6
+    names = [set(dataclasses.fields(p)) for p in (cfg.data, cfg.optim, cfg.runtime)]
+    assert sum(map(len, names)) + 5 == len(Config.fields()) == len(cfg.to_dict())  # unique over the parts
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 0.1  # changes go through replace(), which checks them
+    assert cfg.replace(lr=0.3).optim.lr == 0.3 and cfg.optim.lr == 0.6
+
+
+def test_nested_yaml_loads_like_flat(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(
+        "base: cifar10-quick\nmodel: resnet20\ndata: {image_size: 32, cutout: 8}\n"
+        "optim:\n  lr: 0.05\n  schedule: cosine\nruntime: {seed: 3}\n"
+    )
+    flat = load_config(
+        "cifar10-quick", overrides=dict(model="resnet20", cutout=8, lr=0.05, schedule="cosine", seed=3)
+    )
+    cfg = load_config(config=nested)
+    assert cfg.to_dict() == {**flat.to_dict(), "recipe": "", "description": ""}
+    assert cfg.data.cutout == 8 and cfg.optim.warmup_epochs == 3  # the base's fields survive the part's
+    assert load_config("cifar10-quick", overrides={"optim": {"lr": 0.3}}).lr == 0.3
+    assert Config.from_dict({"data": {"image-size": 64}}).data.image_size == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("data: {lr: 0.1}", r"unknown field 'data.lr'; lr is a field of optim"),
+        ("data: {imag_size: 32}", r"unknown field 'data.imag_size'; did you mean image_size"),
+        ("optim: {model: resnet20}", r"unknown field 'optim.model'; model is a field of the top level"),
+        ("cutout: 4\ndata: {cutout: 8}", r"field 'cutout' is given twice"),
+        ("optim: {lr: abc}", r"field 'lr' must be float, got 'abc'"),
+        ("optim: {lr: -1}", r"config: lr=-1.0 must be > 0"),
+        ("dat: {image_size: 32}", r"unknown field 'dat'; did you mean data"),
+    ],
+)
+def test_nested_yaml_mistakes_are_one_line_errors(tmp_path, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError, match=expected):
+        load_config("cifar10-quick", path)
+
+
+def test_config_yaml_is_flat_grouped_by_part_and_loads_back(tmp_path):
+    import yaml
+
+    cfg = load_config("cifar10-quick", overrides={"data_dir": "x", "milestones": [2, 3]})
+    text = cfg.to_yaml()
+    assert yaml.safe_load(text) == cfg.to_dict()  # flat: what older readers read
+    at = {line.split(":")[0]: i for i, line in enumerate(text.splitlines())}  # keys are unique
+    assert (
+        at["model"] < at["# data"] < at["data_dir"] < at["# optim"] < at["lr"] < at["# runtime"] < at["seed"]
+    )
+    (tmp_path / "config.yaml").write_text(text)
+    assert load_config(config=tmp_path / "config.yaml") == cfg
+
+
+def test_an_old_onecycle_config_loads_as_the_triangle_schedule(tmp_path):
+    """Run folders and docs/results/*/config.yaml written before the rename say ``schedule: onecycle``."""
+    import yaml
+
+    old = {**load_config("cifar10-quick").to_dict(), "schedule": "onecycle", "epochs": 10, "warmup_epochs": 2}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    cfg = load_config(config=path)
+    assert cfg.schedule == "triangle" and cfg.to_dict()["schedule"] == "triangle"
+    # its lr curve, step by step, is torch's linear warm-up then linear decay to 0 (an independent reference)
+    steps = 7
+    factor = LRFactor.from_config(cfg.optim, steps)
+    warm = 2 * steps
+    ref = _torch_lrs(
+        lambda o: torch.optim.lr_scheduler.SequentialLR(
+            o,
+            [
+                torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=warm),
+                torch.optim.lr_scheduler.LinearLR(o, start_factor=1.0, end_factor=0.0, total_iters=8 * steps),
+            ],
+            milestones=[warm],
+        ),
+        10 * steps,
+    )
+    assert [factor(s) for s in range(10 * steps)] == pytest.approx(ref, abs=1e-9)
+    assert [LRFactor.from_config(cfg, steps)(s) for s in range(10 * steps)] == [
+        factor(s) for s in range(10 * steps)
+    ]
+    # ... and an old run folder is still that run: resumable, and the same experiment for `senet compare`
+    from senet.train.compare import RunSpec, _check_same_experiment
+    from senet.train.engine import _config_differences
+
+    assert _config_differences(old, cfg) == []
+    _check_same_experiment(RunSpec(cfg.model, cfg.seed, tmp_path, cfg))
+    with pytest.raises(
+        ValueError, match=r"schedule='poly': expected one of step, multistep, cosine, triangle"
+    ):
+        LRFactor("poly", 10, 10)

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 SATURATED = 0.9  # a gate at or above this counts as saturated (near the identity)
+STAT_KEYS = ("mean", "std", "high", "all_mean", "all_std", "all_high")  # per block, in ExcitationStats
 _RESNET_UNIT = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\.")
 _PAPER_NAME = re.compile(r"SE_(\d+)_(\d+)")
 
@@ -275,13 +276,10 @@ class ExcitationStats:
         out = ExcitationStats(
             self.blocks, self.paths, [self.classes[i] for i in idx], self.counts[idx], self.model
         )
-        for b in self.blocks:
-            out.mean[b], out.std[b], out.high[b] = self.mean[b][idx], self.std[b][idx], self.high[b][idx]
-            out.all_mean[b], out.all_std[b], out.all_high[b] = (
-                self.all_mean[b],
-                self.all_std[b],
-                self.all_high[b],
-            )
+        for key in STAT_KEYS:
+            for b in self.blocks:
+                v = getattr(self, key)[b]
+                getattr(out, key)[b] = v if key.startswith("all_") else v[idx]  # "all" covers every class
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -296,7 +294,7 @@ class ExcitationStats:
             "model": np.array(self.model),
         }
         for b in self.blocks:
-            for key in ("mean", "std", "high", "all_mean", "all_std", "all_high"):
+            for key in STAT_KEYS:
                 arrays[f"{b}/{key}"] = getattr(self, key)[b].astype(np.float32)
         path = Path(path)
         np.savez_compressed(path, **arrays)
@@ -313,7 +311,7 @@ class ExcitationStats:
                 str(d["model"]),
             )
             for b in st.blocks:
-                for key in ("mean", "std", "high", "all_mean", "all_std", "all_high"):
+                for key in STAT_KEYS:
                     getattr(st, key)[b] = d[f"{b}/{key}"]
         return st
 

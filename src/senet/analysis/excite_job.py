@@ -53,9 +53,9 @@ def excite(
     ``summary.json`` (:func:`class_specificity` of every block). ``classes`` defaults to every
     class (at most 10 are plotted in one figure); ``blocks`` to :func:`default_blocks`.
     """
-    from ..data import build_data_from_config
+    from ..devices import pick_device
     from ..train import load_trained
-    from .profile import pick_device
+    from ..train.engine import trained_data
 
     if images_per_class < 1 or batch_size < 1:
         raise ValueError(
@@ -72,26 +72,10 @@ def excite(
     wanted = _split_args(classes)
     if "classes" in ckpt:
         class_indices(list(ckpt["classes"]), wanted)
-    cfg = ckpt["config"]
-    data = build_data_from_config(
-        cfg,
-        data_dir=data_dir,
-        val_subset=images_per_class,
-        eval_batch_size=batch_size,
-        workers=min(2, int(cfg.get("workers", 2))),
-        device=dev,
-        train=False,
-        download=False,
-        strict=False,
+    loader = dict(val_subset=images_per_class, eval_batch_size=batch_size, device=dev)
+    data = trained_data(
+        ckpt, data_dir, by_name=False, workers=min(2, ckpt["config"].get("workers", 2)), **loader
     )
-    num_classes = ckpt["create_kwargs"]["num_classes"]
-    if len(data.classes) != num_classes or (
-        "classes" in ckpt and list(ckpt["classes"]) != list(data.classes)
-    ):
-        raise ValueError(
-            f"{data_dir} has {len(data.classes)} classes ({', '.join(data.classes[:5])}, ...) but the "
-            f"checkpoint's model was trained on {num_classes} others: pass its data set"
-        )
     with ExcitationRecorder(model, len(data.classes), names) as rec:
         for x, y in data.val:
             rec.observe(x, y)

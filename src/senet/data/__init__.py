@@ -1,16 +1,17 @@
 """Data sets and transforms per recipe: ImageFolder trees, torchvision CIFAR, an in-memory cache.
 
-:func:`build_data` turns the data fields of a recipe into a training and an evaluation loader;
-the training engine and ``senet eval`` both go through it. Bad data gets one clear line: unreadable
-image files are skipped and listed in :attr:`Data.skipped` (or refused with ``strict=True``), class
-folders that differ between the splits are refused (or, when the evaluation split holds a subset of
-the training classes, mapped by name and told in :attr:`Data.notices`).
+:func:`build_data` turns the data part of a run's config (:class:`DataConfig`) into a training and
+an evaluation loader; training, ``senet eval`` and ``senet excite`` all go through it. Bad data gets
+one clear line: unreadable image files are skipped and listed in :attr:`Data.skipped` (or refused
+with ``strict_data=True``), class folders that differ between the splits are refused (or, when the
+evaluation split holds a subset of the training classes, mapped by name and told in :attr:`Data.notices`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,12 @@ __all__ = [
     "BatchAugment",
     "Cutout",
     "Data",
+    "DataConfig",
     "FolderDataset",
     "FolderLoader",
     "MemoryLoader",
     "balanced_order",
     "build_data",
-    "build_data_from_config",
     "detect_dataset",
     "draw_augment",
     "epoch_generator",
@@ -63,6 +64,69 @@ __all__ = [
 
 
 Loader = MemoryLoader | FolderLoader
+AUGMENTS = ("cifar", "imagenet", "release", "none")
+DATASETS = ("auto", "folder", "cifar10", "cifar100")
+
+
+def setting(default: Any, meaning: str) -> Any:
+    """A config field and its one-line meaning (with the unit), shown by ``senet train --help``."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": meaning})
+    return field(default=default, metadata={"help": meaning})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a run's images are and how they are read, augmented and normalised: the ``data`` part of
+    a training config (:class:`senet.train.Config`), which :func:`build_data` takes whole."""
+
+    data_dir: str = setting(
+        "", "data folder: an ImageFolder tree (train/, val/ or test/) or torchvision CIFAR"
+    )
+    dataset: str = setting("auto", f"data set kind: {', '.join(DATASETS)} (auto: from the folder)")
+    download: bool = setting(False, "download torchvision CIFAR into data_dir when absent")
+    augment: str = setting("cifar", f"training augmentation: {', '.join(AUGMENTS)}")
+    image_size: int = setting(32, "training crop side, pixels")
+    eval_crop: int = setting(32, "evaluation centre-crop side, pixels")
+    eval_resize: int = setting(0, "evaluation short side before the crop, pixels (0: crop * 256/224)")
+    scale_min: float = setting(0.08, "smallest area fraction of the random-size crop (augment: imagenet)")
+    cutout: int = setting(0, "Cutout square side, pixels (0: off)")
+    mean: list[float] = setting(list(CIFAR10_MEAN), "per-channel R G B mean of [0, 1] pixels")
+    std: list[float] = setting(list(CIFAR10_STD), "per-channel R G B std of [0, 1] pixels")
+    in_memory: bool = setting(True, "decode every image once into memory (small images of one size)")
+    cache_dir: str = setting("~/.cache/senet", "where decoded in-memory data sets are cached ('' : no cache)")
+    train_subset: int = setting(0, "training images per class (0: all)")
+    val_subset: int = setting(0, "evaluation images per class (0: all)")
+    workers: int = setting(2, "image-decoding worker processes for streamed data")
+    sampling: str = setting(
+        "uniform", "training order: uniform shuffle, or balanced (every class drawn equally often, Sec. 6.1)"
+    )
+    strict_data: bool = setting(
+        False, "refuse a data set with unreadable images (default: skip and list them)"
+    )
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> DataConfig:
+        """The data fields of a flat mapping, e.g. the config a checkpoint saved (others are ignored;
+        an older config's missing fields take their defaults)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def root(self, train: bool = True) -> Path:
+        """``data_dir`` as a folder, or one line naming what is wrong with it (checked before any work)."""
+        if not self.data_dir:
+            raise ValueError(
+                "no data folder: pass --data-dir PATH (an ImageFolder tree or torchvision's CIFAR)"
+            )
+        root = Path(self.data_dir).expanduser()
+        if root.exists() and not root.is_dir():
+            splits = "train/ and val/ (or test/)" if train else "val/ or test/"
+            raise NotADirectoryError(
+                f"data folder {root} is a file, not a folder (expected a folder with {splits} class "
+                "folders; check --data-dir)"
+            )
+        if not root.is_dir() and not (self.download and self.dataset in ("cifar10", "cifar100")):
+            raise FileNotFoundError(f"data folder {root} does not exist (check --data-dir)")
+        return root
 
 
 @dataclass
@@ -178,139 +242,101 @@ def match_classes(known: list[str], known_name: str, eval_dir: Path) -> tuple[li
 
 
 def build_data(
-    data_dir: str | Path,
+    data: DataConfig | str | Path,
     *,
-    dataset: str = "auto",
-    download: bool = False,
-    augment: str = "cifar",
-    image_size: int = 32,
-    eval_crop: int = 32,
-    eval_resize: int = 0,
-    scale_min: float = 0.08,
-    cutout: int = 0,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-    in_memory: bool = True,
-    cache_dir: str | None = "~/.cache/senet",
-    train_subset: int = 0,
-    val_subset: int = 0,
     batch_size: int = 128,
     eval_batch_size: int = 256,
-    workers: int = 2,
     seed: int = 0,
     rank: int = 0,
     world: int = 1,
     device: torch.device | str = "cpu",
     train: bool = True,
-    strict: bool = False,
     classes: Sequence[str] | None = None,
-    sampling: str = "uniform",
+    **changes: Any,
 ) -> Data:
-    """Loaders of a data set; ``batch_size`` is per process, subsets are images per class.
+    """Loaders of the data ``data`` describes: a :class:`DataConfig` (a run's ``cfg.data``) or a
+    folder, with ``changes`` to its fields (``build_data(path, train_subset=300)``).
 
-    ``train=False`` builds only the evaluation loader (for ``senet eval``); ``classes`` then names
-    the classes the model was trained on (a checkpoint's), which the evaluation split's folders are
-    labelled by (a subset is allowed and told in ``Data.notices``). Unreadable image files are
-    skipped and listed in ``Data.skipped``; ``strict=True`` raises :class:`BadImageError` (a
-    ``ValueError``) naming them instead. ``sampling="balanced"`` draws every class equally often in
-    each training epoch (Sec. 6.1, :mod:`senet.data.sampling`).
+    ``batch_size`` is per process, subsets are images per class. ``train=False`` builds only the
+    evaluation loader (for ``senet eval``); ``classes`` then names the classes the model was trained
+    on (a checkpoint's), which the evaluation split's folders are labelled by (a subset is allowed and
+    told in ``Data.notices``). Unreadable image files are skipped and listed in ``Data.skipped``;
+    ``strict_data=True`` raises :class:`BadImageError` (a ``ValueError``) naming them instead.
+    ``sampling="balanced"`` draws every class equally often in each training epoch (Sec. 6.1,
+    :mod:`senet.data.sampling`).
     """
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling={sampling!r}: expected one of {', '.join(SAMPLINGS)}")
-    root = Path(data_dir).expanduser()
-    device = torch.device(device)
-    if root.exists() and not root.is_dir():
-        splits_wanted = "train/ and val/ (or test/)" if train else "val/ or test/"
-        raise NotADirectoryError(
-            f"data folder {root} is a file, not a folder (expected a folder with {splits_wanted} "
-            "class folders; check --data-dir)"
-        )
-    if not root.is_dir() and not (download and dataset in ("cifar10", "cifar100")):
-        raise FileNotFoundError(f"data folder {root} does not exist (check --data-dir)")
-    kind = detect_dataset(root, dataset, train)
+    cfg = data if isinstance(data, DataConfig) else DataConfig(data_dir=str(data))
+    cfg = replace(cfg, **changes) if changes else cfg
+    if cfg.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling={cfg.sampling!r}: expected one of {', '.join(SAMPLINGS)}")
+    root = cfg.root(train)
+    kind = detect_dataset(root, cfg.dataset, train)
     if kind not in ("folder", "cifar10", "cifar100"):
         raise ValueError(f"dataset={kind!r}: expected auto, folder, cifar10 or cifar100")
-    notices: list[str] = []
-    known = list(classes) if classes is not None and not train else None
-    label_by: list[str] | None = None  # the classes labelling the evaluation split, when not its own
+    label_by, notices = None, []  # the classes labelling the evaluation split, when not its own
     if kind == "folder" and train:
         train_dir = find_split(root, True)
-        train_classes = list_classes(train_dir)
-        label_by, notices = match_classes(train_classes, f"{train_dir.name}/", find_split(root, False))
-    elif kind == "folder" and known is not None:
-        label_by, notices = match_classes(known, "the checkpoint", find_split(root, False))
+        label_by, notices = match_classes(
+            list_classes(train_dir), f"{train_dir.name}/", find_split(root, False)
+        )
+    elif kind == "folder" and classes is not None:
+        label_by, notices = match_classes(list(classes), "the checkpoint", find_split(root, False))
     splits = [True, False] if train else [False]
-    if kind in ("cifar10", "cifar100") or in_memory:
-        arrays: dict[bool, ArrayDataset] = {}
-        for is_train in splits:
-            per_class = train_subset if is_train else val_subset
-            if kind == "folder":
-                arrays[is_train] = load_array_split(root, is_train, per_class=per_class, cache_dir=cache_dir)
-            else:
-                arrays[is_train] = load_torchvision_cifar(
-                    root, is_train, 10 if kind == "cifar10" else 100, download
-                ).subset_per_class(per_class)
-        skipped = [s for is_train in splits for s in arrays[is_train].skipped]
-        if strict and skipped:
-            raise BadImageError(bad_files_message(root, skipped))
+    per_class = {True: cfg.train_subset, False: cfg.val_subset}
+    # sampling orders training epochs only (evaluation reads every image once, in order)
+    common = dict(seed=seed, rank=rank, world=world, device=torch.device(device), sampling=cfg.sampling)
+    sizes = {True: batch_size, False: eval_batch_size}
+    if kind in ("cifar10", "cifar100") or cfg.in_memory:
+        if cfg.augment in ("imagenet", "release"):
+            raise ValueError(
+                f"augment: {cfg.augment} needs streamed data (in_memory: false); use augment: cifar in memory"
+            )
+        cifar_classes = {"cifar10": 10, "cifar100": 100}.get(kind)
+        arrays: dict[bool, ArrayDataset] = {
+            s: load_array_split(root, s, per_class=per_class[s], cache_dir=cfg.cache_dir)
+            if cifar_classes is None
+            else load_torchvision_cifar(root, s, cifar_classes, cfg.download).subset_per_class(per_class[s])
+            for s in splits
+        }
+        skipped = _refuse_skipped(root, [s for a in arrays.values() for s in a.skipped], cfg.strict_data)
         if label_by is not None:
             ev = arrays[False]
             lut = torch.tensor([label_by.index(c) for c in ev.classes], dtype=torch.int64)
             arrays[False] = ArrayDataset(ev.images, lut[ev.labels], list(label_by), ev.skipped)
         size = arrays[False].images.shape[-1]
-        if augment in ("imagenet", "release"):
+        if size != cfg.eval_crop and cfg.augment != "none":
             raise ValueError(
-                f"augment: {augment} needs streamed data (in_memory: false); use augment: cifar in memory"
+                f"in-memory images are {size}x{size} but eval_crop is {cfg.eval_crop}; set --eval-crop {size}"
             )
-        pad = 4 if augment == "cifar" else 0
-        common = dict(seed=seed, rank=rank, world=world, device=device)
-        val = MemoryLoader(arrays[False], eval_batch_size, BatchAugment(mean, std, 0, False), False, **common)
-        trn = None
-        if train:
-            aug = BatchAugment(mean, std, padding=pad, flip=augment == "cifar", cutout=cutout)
-            trn = MemoryLoader(arrays[True], batch_size, aug, True, **common, sampling=sampling)
-        if size != eval_crop and augment != "none":
-            raise ValueError(
-                f"in-memory images are {size}x{size} but eval_crop is {eval_crop}; set --eval-crop {size}"
-            )
-        return Data(trn, val, arrays[train].classes, skipped, notices)
-    tf = dict(image_size=image_size, eval_crop=eval_crop, eval_resize=eval_resize, mean=mean, std=std)
-    datasets: dict[bool, FolderDataset] = {}
-    for is_train in splits:
-        transform = folder_transforms(
-            augment, train=is_train, **tf, scale_min=scale_min, cutout=cutout if is_train else 0
-        )
-        per_class = train_subset if is_train else val_subset
-        datasets[is_train] = folder_dataset(
-            find_split(root, is_train), per_class, transform, classes=None if is_train else label_by
-        )
-    skipped = [s for is_train in splits for s in datasets[is_train].skipped]
+        cifar = cfg.augment == "cifar"
+        augments = {
+            True: BatchAugment(cfg.mean, cfg.std, padding=4 if cifar else 0, flip=cifar, cutout=cfg.cutout),
+            False: BatchAugment(cfg.mean, cfg.std, 0, False),
+        }
+        loaders: dict[bool, Loader] = {
+            s: MemoryLoader(arrays[s], sizes[s], augments[s], s, **common) for s in splits
+        }
+        names = arrays[train].classes
+    else:
+        datasets: dict[bool, FolderDataset] = {}
+        tf = {
+            k: getattr(cfg, k) for k in ("image_size", "eval_crop", "eval_resize", "mean", "std", "scale_min")
+        }
+        for s in splits:
+            transform = folder_transforms(cfg.augment, train=s, cutout=cfg.cutout if s else 0, **tf)
+            split = find_split(root, s)
+            datasets[s] = folder_dataset(split, per_class[s], transform, classes=None if s else label_by)
+            datasets[s].strict = cfg.strict_data
+        skipped = _refuse_skipped(root, [s for d in datasets.values() for s in d.skipped], cfg.strict_data)
+        loaders = {
+            s: FolderLoader(datasets[s], sizes[s], train=s, workers=cfg.workers, **common) for s in splits
+        }
+        names = list(datasets[train].classes)
+    return Data(loaders.get(True), loaders[False], names, skipped, notices)
+
+
+def _refuse_skipped(root: Path, skipped: list[tuple[str, str]], strict: bool) -> list[tuple[str, str]]:
+    """``skipped``, or with ``strict`` a :class:`BadImageError` naming them."""
     if strict and skipped:
         raise BadImageError(bad_files_message(root, skipped))
-    common = dict(workers=workers, seed=seed, rank=rank, world=world, device=device)
-    for ds in datasets.values():
-        ds.strict = strict
-    val = FolderLoader(datasets[False], eval_batch_size, train=False, **common)
-    trn = FolderLoader(datasets[True], batch_size, train=True, **common, sampling=sampling) if train else None
-    return Data(trn, val, list(datasets[train].classes), skipped, notices)
-
-
-#: Fields of a run's config (``senet.train.Config``) that :func:`build_data` takes under their own name.
-CONFIG_FIELDS = (
-    "dataset", "download", "augment", "image_size", "eval_crop", "eval_resize", "scale_min", "cutout",
-    "mean", "std", "in_memory", "cache_dir", "train_subset", "val_subset", "eval_batch_size", "workers",
-    "seed", "sampling",
-)  # fmt: skip
-
-
-def build_data_from_config(fields: Mapping[str, Any], **changes: Any) -> Data:
-    """:func:`build_data` with the data fields of a run's config -- a ``Config.to_dict()`` or the
-    config saved in a checkpoint (an older one may lack newer fields: their defaults apply) --
-    and ``changes`` (e.g. ``batch_size`` per process, ``rank``, ``device``, ``data_dir``) on top."""
-    kw: dict[str, Any] = {k: fields[k] for k in CONFIG_FIELDS if k in fields}
-    kw["strict"] = bool(fields.get("strict_data", False))
-    kw.update(changes)
-    data_dir = kw.pop("data_dir", fields.get("data_dir"))
-    if not data_dir:
-        raise ValueError("no data folder: pass --data-dir PATH (an ImageFolder tree or torchvision's CIFAR)")
-    return build_data(data_dir, **kw)
+    return skipped

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from .checkpoint import load_checkpoint
-from .config import RESUMABLE_CHANGES, Config, load_config
+from .config import RESUMABLE_CHANGES, Config, canonical, load_config
 from .distributed import pick_device
 from .engine import resolve_amp, train
 from .locks import exclusive, is_locked
@@ -111,7 +111,7 @@ def plan_runs(
             folder = out / name / f"seed{seed}"
             fields = {**base, **(plain_fields if name == plain_name else {})}
             cfg = load_config(recipe, config, {**fields, "model": name, "seed": seed, "out": str(folder)})
-            cfg = cfg.replace(amp=resolve_amp(cfg.amp, device))  # as the run records it
+            cfg = cfg.replace(amp=resolve_amp(cfg.runtime.amp, device))  # as the run records it
             runs.append(RunSpec(name, seed, folder, cfg))
     return runs
 
@@ -128,7 +128,7 @@ def _plain_fields(se_cfg: Config, plain_name: str) -> dict[str, Any]:
     kwargs = {k: v for k, v in se_cfg.model_kwargs.items() if k not in SEConfig.fields()}
     with torch.device("meta"):
         names = [n for n, _ in create_model(plain_name, **kwargs).named_parameters()]
-    freeze = [p for p in se_cfg.freeze_params if any(fnmatch.fnmatchcase(n, p) for n in names)]
+    freeze = [p for p in se_cfg.optim.freeze_params if any(fnmatch.fnmatchcase(n, p) for n in names)]
     return {"model_kwargs": kwargs, "freeze_params": freeze}
 
 
@@ -141,7 +141,7 @@ def _check_same_experiment(run: RunSpec) -> None:
     saved_path = run.out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    saved = canonical(yaml.safe_load(saved_path.read_text()) or {})  # old names read as today's
     want = run.config.to_dict()
     wrong = [k for k in want if k in saved and k not in _FREE and saved[k] != want[k]]
     if saved.get("model") != run.model or saved.get("seed") != run.seed:
@@ -158,7 +158,7 @@ def run_state(run: RunSpec) -> tuple[str, int]:
     """``("done" | "running" | "partial" | "new", epochs recorded)`` for a planned run."""
     history = read_metrics(run.out / "metrics.jsonl")
     epochs = max((h["epoch"] for h in history), default=0)
-    if epochs >= run.config.epochs and not _checkpoint_behind(run.out / "last.pt", epochs):
+    if epochs >= run.config.optim.epochs and not _checkpoint_behind(run.out / "last.pt", epochs):
         return "done", epochs
     if is_locked(run.out / ".train.lock"):  # held by the engine while a process trains there
         return "running", epochs
@@ -198,11 +198,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 def _launch(run: RunSpec, resume: bool, threads: int) -> subprocess.Popen:
     """``python -m senet train --config FILE`` for one run, its output appended to ``train.log``."""
     run.out.mkdir(parents=True, exist_ok=True)
-    cfg = run.config.replace(resume=resume, threads=run.config.threads or threads)
+    cfg = run.config.replace(resume=resume, threads=run.config.runtime.threads or threads)
     cfg_file = run.out / "compare-config.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    cfg_file.write_text(cfg.to_yaml())
     log = open(run.out / "train.log", "a")
-    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads or threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.runtime.threads or threads)}
     return subprocess.Popen(
         [sys.executable, "-m", "senet", "train", "--config", str(cfg_file)],
         stdout=log,
@@ -312,7 +312,7 @@ def paired_summary(se: Sequence[float], plain: Sequence[float]) -> dict[str, Any
 def _run_figures(run: RunSpec) -> dict[str, Any]:
     history = read_metrics(run.out / "metrics.jsonl")
     state, epochs = run_state(run)
-    final = next((h for h in history if h["epoch"] == run.config.epochs), None)
+    final = next((h for h in history if h["epoch"] == run.config.optim.epochs), None)
     return {
         "model": run.model,
         "seed": run.seed,
@@ -349,7 +349,7 @@ def write_summary(out: str | Path, runs: Sequence[RunSpec]) -> dict[str, Any]:
         "se_model": se_name,
         "plain_model": plain_name,
         "recipe": cfg.recipe,
-        "epochs": cfg.epochs,
+        "epochs": cfg.optim.epochs,
         "config": _identity(cfg.to_dict()),
         "paired_seeds": pairs,
         "top1": stats,

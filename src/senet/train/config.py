@@ -8,12 +8,12 @@ one-line ``ValueError`` before any data is read or any model is built.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,81 +21,69 @@ from typing import Any
 
 import yaml
 
+from ..data import AUGMENTS, DATASETS, DataConfig, setting
 from ..data.sampling import SAMPLINGS
-from ..preprocessing import CIFAR10_MEAN, CIFAR10_STD
+from .schedule import SCHEDULE_ALIASES, SCHEDULES
 
-__all__ = ["Config", "list_recipes", "load_config", "recipe_path"]
+__all__ = [
+    "Config",
+    "OptimConfig",
+    "RuntimeConfig",
+    "list_recipes",
+    "load_config",
+    "read_recipe",
+    "recipe_path",
+    "typed_values",
+]
 
 AMPS = ("none", "bf16", "fp16", "auto")
-AUGMENTS = ("cifar", "imagenet", "release", "none")
-DATASETS = ("auto", "folder", "cifar10", "cifar100")
-SCHEDULES = ("step", "multistep", "cosine", "onecycle", "constant", "plateau")
 WARMUPS = ("linear", "constant")
 MAX_EPOCHS = 100_000  # more is a typo (1e12 would run for ever); the paper's longest schedule is ~400
+CHOICES = dict(
+    amp=AMPS, augment=AUGMENTS, dataset=DATASETS, schedule=SCHEDULES, sampling=SAMPLINGS, warmup=WARMUPS
+)
+# Old names of choices, still read (run folders and docs/results hold them): today's name is saved.
+ALIASES = {"schedule": SCHEDULE_ALIASES}
 
 # Fields a resumed run may change (everything else must match the checkpoint's config).
 RESUMABLE_CHANGES = frozenset(
-    {
-        "epochs",
-        "lr",
-        "resume",
-        "out",
-        "data_dir",
-        "workers",
-        "threads",
-        "cache_dir",
-        "description",
-        "log_interval",
-        "strict_data",
-    }
+    "epochs lr resume out data_dir workers threads cache_dir description log_interval strict_data".split()
 )
+# The range each number must lie in, and "(0: ...)" what 0 means where it is special.
+RANGES = {
+    **dict.fromkeys(("epochs", "batch_size", "accum_steps", "eval_batch_size", "step_size"), ">= 1"),
+    **dict.fromkeys(("image_size", "eval_crop"), ">= 1"),
+    **dict.fromkeys(("weight_decay", "plateau_patience", "warmup_epochs", "workers", "threads"), ">= 0"),
+    **dict.fromkeys(("train_subset", "val_subset"), ">= 0 (0: all)"),
+    **dict.fromkeys(("momentum", "label_smoothing"), "in [0, 1)"),
+    **dict.fromkeys(("gamma", "warmup_factor"), "in (0, 1]"),
+    **dict.fromkeys(("final_lr_factor", "scale_min"), "in [0, 1]"),
+    "lr": "> 0",
+    "lr_base_batch": ">= 0 (0: no scaling)",
+    "ema_decay": "in [0, 1) (0: off)",
+    "cutout": ">= 0 (0: off)",
+    "log_interval": ">= 0 (0: ~10 lines an epoch)",
+}
+_WITHIN = {
+    ">= 1": lambda v: v >= 1,
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+}
+
+_opt = setting
 
 
-def _opt(default: Any, meaning: str) -> Any:
-    """A :class:`Config` field and its one-line meaning (with the unit), shown by ``--help``."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": meaning})
-    return field(default=default, metadata={"help": meaning})
+@dataclass(frozen=True)
+class OptimConfig:
+    """How the weights are trained: epochs, batch, SGD, the lr schedule and its warm-up, the loss,
+    the weight average and what is frozen when."""
 
-
-@dataclass
-class Config:
-    """Every setting of a training run; the recipe files set a subset of these fields."""
-
-    recipe: str = _opt("", "name of the recipe the run started from (set by --recipe)")
-    description: str = _opt("", "one line saying what the run is for")
-    # model
-    model: str = _opt("se_resnet20", "registered network name (`senet list`)")
-    model_kwargs: dict[str, Any] = _opt({}, "create_model keywords, e.g. '{reduction: 8}' (YAML mapping)")
-    weights: str = _opt(
-        "", "start from these weights (path or URL, any layout load_weights reads): fine-tuning"
-    )
-    # data
-    data_dir: str = _opt("", "data folder: an ImageFolder tree (train/, val/ or test/) or torchvision CIFAR")
-    dataset: str = _opt("auto", f"data set kind: {', '.join(DATASETS)} (auto: from the folder)")
-    download: bool = _opt(False, "download torchvision CIFAR into data_dir when absent")
-    augment: str = _opt("cifar", f"training augmentation: {', '.join(AUGMENTS)}")
-    image_size: int = _opt(32, "training crop side, pixels")
-    eval_crop: int = _opt(32, "evaluation centre-crop side, pixels")
-    eval_resize: int = _opt(0, "evaluation short side before the crop, pixels (0: crop * 256/224)")
-    scale_min: float = _opt(0.08, "smallest area fraction of the random-size crop (augment: imagenet)")
-    cutout: int = _opt(0, "Cutout square side, pixels (0: off)")
-    mean: list[float] = _opt(list(CIFAR10_MEAN), "per-channel R G B mean of [0, 1] pixels")
-    std: list[float] = _opt(list(CIFAR10_STD), "per-channel R G B std of [0, 1] pixels")
-    in_memory: bool = _opt(True, "decode every image once into memory (small images of one size)")
-    cache_dir: str = _opt("~/.cache/senet", "where decoded in-memory data sets are cached ('' : no cache)")
-    train_subset: int = _opt(0, "training images per class (0: all)")
-    val_subset: int = _opt(0, "evaluation images per class (0: all)")
-    workers: int = _opt(2, "image-decoding worker processes for streamed data")
-    sampling: str = _opt(
-        "uniform", "training order: uniform shuffle, or balanced (every class drawn equally often, Sec. 6.1)"
-    )
-    strict_data: bool = _opt(False, "refuse a data set with unreadable images (default: skip and list them)")
-    # optimisation
     epochs: int = _opt(15, "training epochs (may grow on --resume)")
     batch_size: int = _opt(128, "images per optimiser step, over all processes")
     accum_steps: int = _opt(1, "micro-batches a step's batch is split into (gradient accumulation)")
-    eval_batch_size: int = _opt(500, "images per evaluation forward pass")
     lr: float = _opt(0.1, "peak learning rate (per lr_base_batch images when that is set)")
     lr_base_batch: int = _opt(0, "batch size lr is given for: lr scales linearly with batch_size (0: off)")
     momentum: float = _opt(0.9, "SGD momentum")
@@ -111,7 +99,7 @@ class Config:
     warmup_epochs: float = _opt(0.0, "warm-up length, epochs (at most a fifth of the run is used)")
     warmup: str = _opt("linear", f"warm-up shape: {', '.join(WARMUPS)}")
     warmup_factor: float = _opt(0.1, "lr factor at the start of the warm-up (constant: throughout)")
-    final_lr_factor: float = _opt(0.0, "lr factor at the end of a cosine / onecycle schedule")
+    final_lr_factor: float = _opt(0.0, "lr factor at the end of a cosine / triangle schedule")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     ema_decay: float = _opt(
         0.0, "exponential moving average of the weights, decay per step (0: off; e.g. 0.9998)"
@@ -119,58 +107,109 @@ class Config:
     freeze_bn_epochs: int = _opt(0, "last epochs with BN statistics and parameters frozen")
     freeze_params: list[str] = _opt([], "parameter-name patterns never trained, e.g. '*.se.*'")
     freeze_backbone_epochs: int = _opt(0, "first epochs training the classifier only (fine-tuning)")
-    # runtime
+
+    @property
+    def scaled_lr(self) -> float:
+        """``lr`` after the linear scaling rule: ``lr * batch_size / lr_base_batch`` when set."""
+        return self.lr * self.batch_size / self.lr_base_batch if self.lr_base_batch else self.lr
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the run is carried out: precision, memory format, compilation, processes, seed, threads,
+    evaluation batches, progress lines and the run folder."""
+
     amp: str = _opt("none", f"mixed precision: {', '.join(AMPS)} (auto: bf16 where the device has it)")
     channels_last: bool = _opt(False, "NHWC memory format (faster convolutions on CPU and tensor cores)")
     compile: bool = _opt(False, "torch.compile the network")
     sync_bn: bool = _opt(False, "BN statistics over all processes (CUDA only)")
     seed: int = _opt(0, "random seed (initial weights, data order, augmentation)")
     threads: int = _opt(0, "CPU threads (0: torch's default)")
+    eval_batch_size: int = _opt(500, "images per evaluation forward pass")
     log_interval: int = _opt(0, "training steps between progress lines without a terminal (0: ~10 an epoch)")
     out: str = _opt("", "run folder (default runs/<recipe or model>)")
     resume: bool = _opt(False, "continue the run in out from its last.pt")
 
+
+#: The parts of a :class:`Config`; a recipe may give a part's fields flat or under its name.
+PARTS = {"data": DataConfig, "optim": OptimConfig, "runtime": RuntimeConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a training run: what is trained (the fields here) and three parts, ``data``
+    (:class:`~senet.data.DataConfig`), ``optim`` (:class:`OptimConfig`) and ``runtime``
+    (:class:`RuntimeConfig`); the recipe files set a subset of the fields.
+
+    Field names are unique over the parts, so a flat name (as recipes, the command line and a run's
+    ``config.yaml`` give it) names one field, and reads it: ``cfg.lr`` is ``cfg.optim.lr``.
+    """
+
+    recipe: str = _opt("", "name of the recipe the run started from (set by --recipe)")
+    description: str = _opt("", "one line saying what the run is for")
+    model: str = _opt("se_resnet20", "registered network name (`senet list`)")
+    model_kwargs: dict[str, Any] = _opt({}, "create_model keywords, e.g. '{reduction: 8}' (YAML mapping)")
+    weights: str = _opt(
+        "", "start from these weights (path or URL, any layout load_weights reads): fine-tuning"
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
     def __post_init__(self) -> None:
         self.validate()
 
+    def __getattr__(self, name: str) -> Any:
+        # reached only for names the Config lacks: a part's field (cfg.lr) or property (cfg.scaled_lr)
+        for part, kind in PARTS.items():
+            if part in self.__dict__ and (
+                _PART_OF.get(name) == part or isinstance(getattr(kind, name, None), property)
+            ):
+                return getattr(self.__dict__[part], name)
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
     @classmethod
     def fields(cls) -> dict[str, Any]:
-        """Field name -> type annotation."""
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        """Flat field name -> type annotation, the parts' fields included."""
+        hints = {kind: typing.get_type_hints(kind) for kind in (cls, *PARTS.values())}
+        return {f.name: hints[kind][f.name] for kind, f in _all_fields()}
 
     @classmethod
     def meanings(cls) -> dict[str, str]:
-        """Field name -> its one-line meaning (the help of ``senet train --field``)."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+        """Flat field name -> its one-line meaning (the help of ``senet train --field``)."""
+        return {f.name: f.metadata.get("help", "") for _, f in _all_fields()}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The flat fields (as recipes and ``config.yaml`` hold them), the top ones then each part's."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in PARTS} | {k: v for p in PARTS for k, v in d[p].items()}
+
+    def to_yaml(self) -> str:
+        """``config.yaml``: the flat fields, which today's and older readers load, grouped by part
+        under a comment saying what the part holds."""
+        d = dataclasses.asdict(self)
+        text = yaml.safe_dump({k: v for k, v in d.items() if k not in PARTS}, sort_keys=False)
+        for part, kind in PARTS.items():
+            title = " ".join(str(kind.__doc__).split()).split(":")[0]
+            text += f"# {part}: {title}\n" + yaml.safe_dump(d[part], sort_keys=False)
+        return text
 
     def replace(self, **changes: Any) -> Config:
+        """A copy with some flat fields changed (checked as :meth:`from_dict` checks them)."""
         return Config.from_dict({**self.to_dict(), **changes})
 
     @classmethod
     def from_dict(
         cls, values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
     ) -> Config:
-        """Check names and types of ``values`` (one-line errors naming the field and where it was
-        given: ``origins`` maps a field to its file or the command line, else ``source``), then build."""
-        known = cls.fields()
-        out: dict[str, Any] = {}
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            source = (origins or {}).get(name, source)
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-                hint = (
-                    f"; did you mean {', '.join(close)}?"
-                    if close
-                    else "; `senet train --help` lists the fields"
-                )
-                raise ValueError(f"{source}: unknown field {key!r}{hint}")
-            out[name] = _coerce(name, value, known[name], source)
-        return cls(**out)
+        """Check names and types of ``values``, flat or a part's fields under its name (``data:
+        {image_size: 32}``), with one-line errors naming the field and where it was given
+        (``origins`` maps a field to its file or the command line, else ``source``), then build."""
+        grouped: dict[str | None, dict[str, Any]] = {None: {}, **{p: {} for p in PARTS}}
+        flat = canonical(_flatten(values, source))
+        for name, value in typed_values(cls.fields(), flat, source, origins, extra_names=list(PARTS)).items():
+            grouped[_PART_OF[name]][name] = value
+        return cls(**grouped.pop(None), **{p: PARTS[p](**v) for p, v in grouped.items()})
 
     def validate(self) -> None:
         """Value checks that types alone do not catch."""
@@ -179,78 +218,111 @@ class Config:
             if not ok:
                 raise ValueError(f"config: {msg}")
 
-        for name, choices in (
-            ("amp", AMPS),
-            ("augment", AUGMENTS),
-            ("dataset", DATASETS),
-            ("schedule", SCHEDULES),
-            ("sampling", SAMPLINGS),
-            ("warmup", WARMUPS),
-        ):
-            need(
-                getattr(self, name) in choices,
-                f"{name}={getattr(self, name)!r}: expected one of {', '.join(choices)}",
-            )
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        d, o = self.data, self.optim
+        flat = self.to_dict()
+        for name, choices in CHOICES.items():
+            need(flat[name] in choices, f"{name}={flat[name]!r}: expected one of {', '.join(choices)}")
+        for name, value in flat.items():
             values = value if isinstance(value, (list, tuple)) else [value]
             need(
                 all(math.isfinite(v) for v in values if isinstance(v, float)),
-                f"{f.name}={value} must be a finite number",
+                f"{name}={value} must be a finite number",
             )
-        need(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        for name, rule in RANGES.items():
+            need(_WITHIN[rule.split(" (0:")[0]](flat[name]), f"{name}={flat[name]} must be {rule}")
         need(
-            self.epochs <= MAX_EPOCHS,
-            f"epochs={self.epochs} is more than {MAX_EPOCHS:,}: a typo? (the paper's longest run is ~400)",
-        )
-        need(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
-        need(self.accum_steps >= 1, f"accum_steps={self.accum_steps} must be >= 1")
-        need(
-            self.batch_size % self.accum_steps == 0,
-            f"batch_size={self.batch_size} not divisible by accum_steps",
-        )
-        need(self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1")
-        need(self.lr > 0, f"lr={self.lr} must be > 0")
-        need(self.lr_base_batch >= 0, f"lr_base_batch={self.lr_base_batch} must be >= 0 (0: no scaling)")
-        need(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
-        need(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
-        need(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
-        need(0 < self.gamma <= 1, f"gamma={self.gamma} must be in (0, 1]")
-        need(self.step_size >= 1, f"step_size={self.step_size} must be >= 1")
-        need(self.plateau_patience >= 0, f"plateau_patience={self.plateau_patience} must be >= 0")
-        need(0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay} must be in [0, 1) (0: off)")
-        need(all(m >= 1 for m in self.milestones), f"milestones={self.milestones} must be epochs >= 1")
-        need(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must be >= 0")
-        need(0 < self.warmup_factor <= 1, f"warmup_factor={self.warmup_factor} must be in (0, 1]")
-        need(0 <= self.final_lr_factor <= 1, f"final_lr_factor={self.final_lr_factor} must be in [0, 1]")
-        need(0 <= self.scale_min <= 1, f"scale_min={self.scale_min} must be in [0, 1]")
-        need(self.cutout >= 0, f"cutout={self.cutout} must be >= 0 (0: off)")
-        need(self.image_size >= 1 and self.eval_crop >= 1, "image_size and eval_crop must be >= 1")
-        need(len(self.mean) == 3 and len(self.std) == 3, "mean and std need 3 values (R, G, B)")
-        need(all(s > 0 for s in self.std), f"std={self.std} must be positive")
-        need(self.workers >= 0 and self.threads >= 0, "workers and threads must be >= 0")
-        need(
-            self.train_subset >= 0 and self.val_subset >= 0, "train_subset / val_subset must be >= 0 (0: all)"
+            o.epochs <= MAX_EPOCHS,
+            f"epochs={o.epochs} is more than {MAX_EPOCHS:,}: a typo? (the paper's longest run is ~400)",
         )
         need(
-            0 <= self.freeze_bn_epochs < self.epochs,
-            f"freeze_bn_epochs={self.freeze_bn_epochs} must be < epochs",
+            o.batch_size % o.accum_steps == 0,
+            f"batch_size={o.batch_size} not divisible by accum_steps",
+        )
+        need(all(m >= 1 for m in o.milestones), f"milestones={o.milestones} must be epochs >= 1")
+        need(len(d.mean) == 3 and len(d.std) == 3, "mean and std need 3 values (R, G, B)")
+        need(all(s > 0 for s in d.std), f"std={d.std} must be positive")
+        need(
+            0 <= o.freeze_bn_epochs < o.epochs,
+            f"freeze_bn_epochs={o.freeze_bn_epochs} must be < epochs",
         )
         need(
-            all(isinstance(p, str) and p for p in self.freeze_params),
-            f"freeze_params={self.freeze_params}: give parameter-name patterns such as '*.se.*'",
+            all(isinstance(p, str) and p for p in o.freeze_params),
+            f"freeze_params={o.freeze_params}: give parameter-name patterns such as '*.se.*'",
         )
         need(
-            0 <= self.freeze_backbone_epochs <= self.epochs,
-            f"freeze_backbone_epochs={self.freeze_backbone_epochs} must be in [0, epochs]",
+            0 <= o.freeze_backbone_epochs <= o.epochs,
+            f"freeze_backbone_epochs={o.freeze_backbone_epochs} must be in [0, epochs]",
         )
-        need(self.log_interval >= 0, f"log_interval={self.log_interval} must be >= 0 (0: ~10 lines an epoch)")
         need(bool(self.model), "model must name a registered model (`senet list`)")
 
-    @property
-    def scaled_lr(self) -> float:
-        """``lr`` after the linear scaling rule: ``lr * batch_size / lr_base_batch`` when set."""
-        return self.lr * self.batch_size / self.lr_base_batch if self.lr_base_batch else self.lr
+
+def _all_fields() -> list[tuple[type, dataclasses.Field]]:
+    """(declaring class, field) of every flat field: the top ones, then each part's."""
+    top = [(Config, f) for f in dataclasses.fields(Config) if f.name not in PARTS]
+    return top + [(kind, f) for kind in PARTS.values() for f in dataclasses.fields(kind)]
+
+
+_PART_OF: dict[str, str | None] = {
+    f.name: {k: p for p, k in PARTS.items()}.get(kind) for kind, f in _all_fields()
+}
+
+
+def canonical(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat config values with old names of choices replaced by today's (``schedule: onecycle`` is
+    ``triangle``), so that an old run folder's config compares equal to today's."""
+    return {k: ALIASES[k].get(v, v) if k in ALIASES and isinstance(v, str) else v for k, v in values.items()}
+
+
+def _unknown(
+    where: str, name: str, candidates: list[str], hint: str = "", help_cmd: str = "senet train --help"
+) -> ValueError:
+    close = difflib.get_close_matches(name.split(".")[-1], candidates, n=3, cutoff=0.6)
+    hint = hint or (f"; did you mean {', '.join(close)}?" if close else f"; `{help_cmd}` lists the fields")
+    return ValueError(f"{where}: unknown field {name!r}{hint}")
+
+
+def typed_values(
+    known: Mapping[str, Any],
+    values: Mapping[str, Any],
+    source: str = "config",
+    origins: Mapping[str, str] | None = None,
+    *,
+    extra_names: list[str] | None = None,
+    help_cmd: str = "senet train --help",
+) -> dict[str, Any]:
+    """``values`` (flat names, ``-`` read as ``_``) as the types ``known`` gives each field, losslessly
+    converted; an unknown name or a wrong type is a one-line error naming the field and where it was
+    given (``origins``: field -> file or command line, else ``source``), with a did-you-mean.
+    Shared by every typed config of the package (training, detection)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        where = (origins or {}).get(name, source)
+        if name not in known:
+            raise _unknown(where, name, [*known, *(extra_names or [])], help_cmd=help_cmd)
+        out[name] = _coerce(name, value, known[name], where)
+    return out
+
+
+def _flatten(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with a part given as a mapping (``data: {image_size: 32}``) spread into its flat
+    fields, names with ``_`` for ``-``; a field given twice, or under a part that does not hold it,
+    is a one-line error."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        part = key.replace("-", "_")
+        nested = part in PARTS and isinstance(value, Mapping)
+        for k, v in value.items() if nested else [(key, value)]:
+            name = str(k).replace("-", "_")
+            if nested and _PART_OF.get(name) != part:
+                owner = (
+                    f"; {name} is a field of {_PART_OF[name] or 'the top level'}" if name in _PART_OF else ""
+                )
+                raise _unknown(source, f"{part}.{k}", [n for n, p in _PART_OF.items() if p == part], owner)
+            if name in out:
+                raise ValueError(f"{source}: field {name!r} is given twice")
+            out[name] = v
+    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -369,7 +441,7 @@ def recipe_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def _read_recipe(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def read_recipe(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     path = recipe_path(name_or_path)
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
@@ -383,10 +455,11 @@ def _read_recipe(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[s
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of field: value")
     base = data.pop("base", None)
+    data = _flatten(data, str(path))
     if base:
         if str(base) in seen:
             raise ValueError(f"{path}: recipe bases form a cycle ({' -> '.join((*seen, str(base)))})")
-        parent = _read_recipe(str(base), (*seen, str(base)))
+        parent = read_recipe(str(base), (*seen, str(base)))
         parent.pop("description", None)
         parent.pop("recipe", None)
         data = {**parent, **data}
@@ -401,24 +474,19 @@ def load_config(
     overrides: dict[str, Any] | None = None,
 ) -> Config:
     """Fields of ``recipe`` (a name or a YAML path), then of ``config`` (a YAML file), then ``overrides``."""
-    values: dict[str, Any] = {}
-    origins: dict[str, str] = {}  # field -> where it was given, for error messages
-    if recipe:
-        values.update(_read_recipe(recipe))
-        origins.update(dict.fromkeys(values, f"recipe {recipe}"))
-    if config:
-        cfg_file = Path(config)
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"config file {cfg_file} does not exist")
-        given = _read_recipe(cfg_file)
-        values.update(given)
-        origins.update(dict.fromkeys(given, f"config {config}"))
     if not recipe and not config:
         raise ValueError(
             "give a recipe (--recipe NAME, see `senet recipes`) or a config file (--config FILE)"
         )
-    for key, value in (overrides or {}).items():
-        values[key.replace("-", "_")] = value
-        origins[key.replace("-", "_")] = "command line"
+    if config and not Path(config).is_file():
+        raise FileNotFoundError(f"config file {config} does not exist")
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # field -> where it was given, for error messages
+    for kind, given in (("recipe", recipe), ("config", config and Path(config))):
+        read = read_recipe(given) if given else {}
+        values.update(read)
+        origins.update(dict.fromkeys(read, f"{kind} {given}"))
+    for name, value in _flatten(overrides or {}, "command line").items():
+        values[name], origins[name] = value, "command line"
     src = f"recipe {recipe}" if recipe else f"config {config}"
     return Config.from_dict(values, source=src, origins=origins)

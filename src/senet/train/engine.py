@@ -30,20 +30,20 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..data import build_data_from_config
+from ..data import Data, DataConfig, build_data
 from ..factory import create_model, load_model
 from ..models import model_info
 from ..preprocessing import Preprocessing
 from ..weights import checkpoint_metadata, read_checkpoint, remove_stale_temporaries
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, unwrap
-from .config import RESUMABLE_CHANGES, Config
+from .config import RESUMABLE_CHANGES, Config, OptimConfig, canonical
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
 from .interrupt import TrainingInterrupted, stop_requests
 from .locks import exclusive
 from .runlog import RunLog
 from .schedule import LRFactor, PlateauDecay, restore_scheduler
 
-__all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_amp", "train"]
+__all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_amp", "train", "trained_data"]
 
 
 SYNC_STEPS = 25  # training steps between two reads of the loss by the host
@@ -76,14 +76,14 @@ def _check_out(out: Path, cfg: Config, d: Dist) -> None:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    if not cfg.resume and (out / "last.pt").exists():
+    if not cfg.runtime.resume and (out / "last.pt").exists():
         raise ValueError(
             f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
         )
 
 
 def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
-    now = cfg.to_dict()
+    now, saved = cfg.to_dict(), canonical(saved)  # an old run's `schedule: onecycle` is today's triangle
     return sorted(k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k])
 
 
@@ -107,17 +107,14 @@ def _report_data(data: Any, out: Path) -> None:
     Files that fail to decode only when a streaming worker reads them are appended to the same
     list by the workers (see :class:`senet.data.FolderDataset`).
     """
-    for notice in data.notices:
-        print(f"senet train: notice: {notice}", flush=True)
     listing = out / SKIPPED_IMAGES
     for loader in (data.train, data.val):
         ds = getattr(getattr(loader, "loader", None), "dataset", None)
         if ds is not None and hasattr(ds, "skip_log"):
             ds.skip_log = str(listing)
+    _tell_data("train", data.notices, data.skipped[:10])
     if not data.skipped:
         return
-    for path, reason in data.skipped[:10]:
-        print(f"senet train: skipped unreadable image {path} ({reason})", flush=True)
     more = f" ({len(data.skipped) - 10} more not shown)" if len(data.skipped) > 10 else ""
     print(
         f"senet train: skipped {len(data.skipped)} unreadable image file(s){more}, listed in {listing} "
@@ -127,12 +124,12 @@ def _report_data(data: Any, out: Path) -> None:
     listing.write_text("".join(f"{p}\t{r}\n" for p, r in data.skipped))
 
 
-def _warmup_note(cfg: Config, factor: LRFactor) -> str:
+def _warmup_note(o: OptimConfig, factor: LRFactor) -> str:
     if not factor.warmup_epochs:
         return ""
-    note = f", {factor.warmup_epochs:g}-epoch {cfg.warmup} warm-up"
-    if factor.warmup_epochs < cfg.warmup_epochs:
-        note += f": {cfg.warmup_epochs:g} capped at a fifth of the run"
+    note = f", {factor.warmup_epochs:g}-epoch {o.warmup} warm-up"
+    if factor.warmup_epochs < o.warmup_epochs:
+        note += f": {o.warmup_epochs:g} capped at a fifth of the run"
     return note
 
 
@@ -154,10 +151,10 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "none"
 
 
-def _autocast(cfg: Config, device: torch.device) -> Any:
-    if cfg.amp == "none":
+def _autocast(amp: str, device: torch.device) -> Any:
+    if amp == "none":
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[int, int]:
@@ -170,9 +167,10 @@ def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[int, i
 def _run_eval(
     model: nn.Module,
     loader: Any,
-    cfg_amp: Config | None,
     d: Dist,
-    channels_last: bool,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
     flip: bool = False,
 ) -> dict[str, float]:
     """Summed loss and top-1/top-5 over ``loader``; ``flip`` averages the class probabilities of
@@ -183,7 +181,7 @@ def _run_eval(
     for x, y in loader:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(cfg_amp, d.device) if cfg_amp else nullcontext():
+        with _autocast(amp, d.device):
             logits = model(x)
             if flip:
                 probs = (logits.float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
@@ -208,14 +206,14 @@ def _build_model(cfg: Config, num_classes: int, model_kwargs: dict[str, Any], d:
         print(f"senet train: {cfg.model} starts from the weights {cfg.weights}", flush=True)
         for w in caught:
             print(f"senet train: notice: {w.message}", flush=True)
-        prep = getattr(model, "preprocessing", None)
+        prep, data = getattr(model, "preprocessing", None), cfg.data
         if isinstance(prep, Preprocessing) and (
-            [round(v, 4) for v in prep.mean] != [round(v, 4) for v in cfg.mean]
-            or [round(v, 4) for v in prep.std] != [round(v, 4) for v in cfg.std]
+            [round(v, 4) for v in prep.mean] != [round(v, 4) for v in data.mean]
+            or [round(v, 4) for v in prep.std] != [round(v, 4) for v in data.std]
         ):
             print(
                 f"senet train: notice: the weights were trained on inputs normalised with mean "
-                f"{list(prep.mean)} std {list(prep.std)}; this run uses {cfg.mean} / {cfg.std} "
+                f"{list(prep.mean)} std {list(prep.std)}; this run uses {data.mean} / {data.std} "
                 "(pass --mean/--std to match them)",
                 flush=True,
             )
@@ -278,7 +276,7 @@ def _run_lock(out: Path, d: Dist) -> Iterator[None]:
 
 
 def train(cfg: Config) -> RunResult:
-    """Train ``cfg.model`` with ``cfg``'s recipe and leave a run folder in ``cfg.out``.
+    """Train ``cfg.model`` with ``cfg``'s recipe and leave a run folder in ``cfg.runtime.out``.
 
     Raises ``ValueError`` / ``FileNotFoundError`` with one line for anything wrong in the setup
     (before training starts) and :class:`TrainingDiverged` when the loss becomes NaN or inf.
@@ -294,37 +292,30 @@ def train(cfg: Config) -> RunResult:
 
 def _train(cfg: Config, d: Dist) -> RunResult:
     t_start = time.perf_counter()
-    out = Path(cfg.out or f"runs/{cfg.recipe or cfg.model}").expanduser()
-    if not cfg.data_dir:
-        raise ValueError("no data folder: pass --data-dir PATH (an ImageFolder tree or torchvision's CIFAR)")
-    if Path(cfg.data_dir).expanduser().is_file():
-        raise NotADirectoryError(
-            f"--data-dir {cfg.data_dir} is a file, not a folder (expected DIR with train/ and test/ "
-            "class folders, or torchvision's CIFAR files)"
-        )
-    if not Path(cfg.data_dir).expanduser().is_dir() and not cfg.download:
-        raise FileNotFoundError(f"data folder {cfg.data_dir} does not exist (check --data-dir)")
+    o, run = cfg.optim, cfg.runtime
+    out = Path(run.out or f"runs/{cfg.recipe or cfg.model}").expanduser()
+    cfg.data.root()  # a missing data folder or a file in its place: one line, before any work
     info = model_info(cfg.model)
-    if cfg.batch_size % (d.world * cfg.accum_steps):
+    if o.batch_size % (d.world * o.accum_steps):
         raise ValueError(
-            f"batch_size={cfg.batch_size} must be divisible by processes x accum_steps "
-            f"= {d.world * cfg.accum_steps}"
+            f"batch_size={o.batch_size} must be divisible by processes x accum_steps "
+            f"= {d.world * o.accum_steps}"
         )
-    if cfg.sync_bn and d.device.type == "cpu" and d.enabled:
+    if run.sync_bn and d.device.type == "cpu" and d.enabled:
         raise ValueError(
             "sync_bn needs CUDA: torch's SyncBatchNorm has no CPU implementation (drop --sync-bn)"
         )
-    if cfg.nesterov and cfg.momentum == 0:
+    if o.nesterov and o.momentum == 0:
         raise ValueError("nesterov needs momentum > 0")
-    if cfg.amp == "auto":  # the run's config.yaml records the choice
-        cfg = cfg.replace(amp=resolve_amp(cfg.amp, d.device))
-    if cfg.resume and not (out / "last.pt").is_file():
+    if run.amp == "auto":  # the run's config.yaml records the choice
+        cfg = cfg.replace(amp=resolve_amp(run.amp, d.device))
+    if run.resume and not (out / "last.pt").is_file():
         raise FileNotFoundError(f"--resume: {out / 'last.pt'} does not exist (train without --resume first)")
     if d.is_main:
         _check_out(out, cfg, d)
     with _run_lock(out, d):
         trainer = _Trainer(cfg, d, out, info)
-        if cfg.resume:
+        if run.resume:
             trainer.resume()
         return trainer.run(t_start)
 
@@ -387,17 +378,20 @@ class _Trainer:
 
     def __init__(self, cfg: Config, d: Dist, out: Path, info: Any) -> None:
         self.cfg, self.d, self.out, self.info = cfg, d, out, info
+        o, run = cfg.optim, cfg.runtime
         if d.is_main and remove_stale_temporaries(out):
             print(f"senet train: removed the temporary files of an interrupted save in {out}", flush=True)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        self.per_rank = cfg.batch_size // d.world
-        self.data = build_data_from_config(
-            cfg.to_dict(),
-            download=cfg.download and d.is_main,
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        torch.manual_seed(run.seed)
+        random.seed(run.seed)
+        self.per_rank = o.batch_size // d.world
+        self.data = build_data(
+            cfg.data,
+            download=cfg.data.download and d.is_main,
             batch_size=self.per_rank,
+            eval_batch_size=run.eval_batch_size,
+            seed=run.seed,
             rank=d.rank,
             world=d.world,
             device=d.device,
@@ -409,29 +403,29 @@ class _Trainer:
         if self.steps_per_epoch == 0:
             images = len(getattr(self.data.train, "data", None) or self.data.train.loader.dataset)
             raise ValueError(
-                f"batch_size={cfg.batch_size} exceeds the {images} training images"
+                f"batch_size={o.batch_size} exceeds the {images} training images"
                 f"{f' of {d.world} processes' if d.world > 1 else ''}: give a smaller --batch-size"
             )
         self.model_kwargs = dict(cfg.model_kwargs)
         self.model = self._model()
         self.bn_params = _bn_params(self.model)
-        _freeze(self.model, cfg.freeze_params)
+        _freeze(self.model, o.freeze_params)
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad],
-            lr=cfg.scaled_lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
+            lr=o.scaled_lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
         )
-        self.factor = LRFactor.from_config(cfg, self.steps_per_epoch)
+        self.factor = LRFactor.from_config(o, self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.factor)
         self.plateau = (
-            PlateauDecay(self.optimizer, self.factor, cfg.gamma, cfg.plateau_patience)
-            if cfg.schedule == "plateau"
+            PlateauDecay(self.optimizer, self.factor, o.gamma, o.plateau_patience)
+            if o.schedule == "plateau"
             else None
         )
-        self.scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
-        self.ema = _ema(self.model, cfg.ema_decay)
+        self.scaler = torch.amp.GradScaler(d.device.type, enabled=run.amp == "fp16")
+        self.ema = _ema(self.model, o.ema_decay)
         self.start_epoch, self.best_top1 = 1, -1.0
         self.history: list[dict[str, Any]] | None = None  # a resumed run's metrics so far
         self.partial: dict[str, Any] = {}  # a mid-epoch checkpoint's position (written on SIGINT/SIGTERM)
@@ -440,28 +434,31 @@ class _Trainer:
         cfg, d = self.cfg, self.d
         model = _build_model(cfg, len(self.data.classes), self.model_kwargs, d).to(d.device)
         model.class_names = list(self.data.classes)
+        data = cfg.data
         model.preprocessing = Preprocessing(
-            mean=tuple(cfg.mean),
-            std=tuple(cfg.std),
-            input_size=(3, cfg.eval_crop, cfg.eval_crop),
-            crop_fraction=cfg.eval_crop / (cfg.eval_resize or cfg.eval_crop),
+            mean=tuple(data.mean),
+            std=tuple(data.std),
+            input_size=(3, data.eval_crop, data.eval_crop),
+            crop_fraction=data.eval_crop / (data.eval_resize or data.eval_crop),
         )
-        if cfg.channels_last:
+        if cfg.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if cfg.sync_bn and d.enabled:
+        if cfg.runtime.sync_bn and d.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
     def resume(self) -> None:
         """Continue from ``OUT/last.pt``: weights, optimiser, schedule, scaler, EMA, random states."""
-        cfg, out = self.cfg, self.out
+        cfg, out, o = self.cfg, self.out, self.cfg.optim
         ckpt = load_checkpoint(out / "last.pt", map_location=self.d.device)
         diff = _config_differences(ckpt.get("config", {}), cfg)
         if diff:
             raise ValueError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)}")
         saved_classes = ckpt.get("classes")
         if saved_classes and list(saved_classes) != list(self.data.classes):
-            raise ValueError(f"--resume: {_class_difference(saved_classes, self.data.classes, cfg.data_dir)}")
+            raise ValueError(
+                f"--resume: {_class_difference(saved_classes, self.data.classes, cfg.data.data_dir)}"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.plateau is not None:
@@ -473,42 +470,42 @@ class _Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
         self.start_epoch, self.best_top1 = int(ckpt["epoch"]) + 1, float(ckpt["best_top1"])
-        if self.start_epoch - 1 > cfg.epochs:
+        if self.start_epoch - 1 > o.epochs:
             raise ValueError(
                 f"--resume: {out / 'last.pt'} has already trained {self.start_epoch - 1} epochs, more "
-                f"than --epochs {cfg.epochs}: give --epochs {self.start_epoch - 1} or more"
+                f"than --epochs {o.epochs}: give --epochs {self.start_epoch - 1} or more"
             )
         self.history = ckpt.get("history")
         self.partial = ckpt.get("partial") or {}
-        old_lr = ckpt.get("config", {}).get("lr", cfg.lr)
-        if self.d.is_main and old_lr != cfg.lr:
-            print(f"senet train: resumed with lr {cfg.lr:g} (the run so far used {old_lr:g})", flush=True)
+        old_lr = ckpt.get("config", {}).get("lr", o.lr)
+        if self.d.is_main and old_lr != o.lr:
+            print(f"senet train: resumed with lr {o.lr:g} (the run so far used {old_lr:g})", flush=True)
 
     def _prepare(self) -> None:
         """Wrap the model for many processes and compilation; open the run log; say what runs."""
-        cfg, d = self.cfg, self.d
+        cfg, d, o = self.cfg, self.d, self.cfg.optim
         self.net: nn.Module = self.model
         if d.enabled:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[d.device] if d.device.type == "cuda" else None
             )
-        if cfg.compile:
+        if cfg.runtime.compile:
             self.net = torch.compile(self.net)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.log = RunLog(self.out, self.start_epoch, cfg.to_dict(), self.history) if d.is_main else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
+        self.log = RunLog(self.out, self.start_epoch, cfg.to_yaml(), self.history) if d.is_main else None
         self.show_bar = d.is_main and sys.stderr.isatty()
         # Without a terminal (nohup, a job scheduler, `> log 2>&1`): a progress line ~10 times an epoch.
-        self.log_every = cfg.log_interval or SYNC_STEPS * max(
+        self.log_every = cfg.runtime.log_interval or SYNC_STEPS * max(
             1, round(self.steps_per_epoch / (10 * SYNC_STEPS))
         )
-        self.head = _classifier_params(self.model) if cfg.freeze_backbone_epochs else set()
+        self.head = _classifier_params(self.model) if o.freeze_backbone_epochs else set()
         if d.is_main:
             data, params = self.data, sum(p.numel() for p in self.model.parameters()) / 1e6
             print(
-                f"senet train: {cfg.model} ({params:.2f}M params) on {len(data.train) * cfg.batch_size} "
-                f"train / {data.val.num_samples * d.world} val images of {cfg.data_dir}, {d.world} "
-                f"process(es) on {d.device.type}, batch {cfg.batch_size}, lr {cfg.scaled_lr:g} "
-                f"({cfg.schedule}{_warmup_note(cfg, self.factor)}), {cfg.epochs} epochs -> {self.out}",
+                f"senet train: {cfg.model} ({params:.2f}M params) on {len(data.train) * o.batch_size} "
+                f"train / {data.val.num_samples * d.world} val images of {cfg.data.data_dir}, {d.world} "
+                f"process(es) on {d.device.type}, batch {o.batch_size}, lr {o.scaled_lr:g} "
+                f"({o.schedule}{_warmup_note(o, self.factor)}), {o.epochs} epochs -> {self.out}",
                 flush=True,
             )
 
@@ -539,7 +536,7 @@ class _Trainer:
         signals = ExitStack()  # SIGINT / SIGTERM: finish the step, save mid-epoch, stop (interrupt.py)
         self.stop = signals.enter_context(stop_requests())
         try:
-            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+            for epoch in range(self.start_epoch, self.cfg.optim.epochs + 1):
                 if self.stop:
                     raise TrainingInterrupted(
                         f"interrupted ({self.stop.name}) after epoch {epoch - 1}; resume with --resume",
@@ -555,15 +552,15 @@ class _Trainer:
         history = self.log.history if self.log is not None else []
         final = final or (history[-1] if history else {})  # a resumed run that had already finished
         seconds = time.perf_counter() - t_start
-        return RunResult(self.out, self.cfg.epochs, self.best_top1, final, history, seconds, self.model)
+        return RunResult(self.out, self.cfg.optim.epochs, self.best_top1, final, history, seconds, self.model)
 
     def _set_modes(self, epoch: int) -> tuple[bool, bool]:
         """Train mode, except BN in the frozen-BN epochs and in the classifier-only epochs of
         fine-tuning (whose backbone BN statistics stay too). Returns (frozen BN, frozen backbone)."""
-        cfg = self.cfg
+        o = self.cfg.optim
         self.net.train()
-        frozen_bn = bool(cfg.freeze_bn_epochs) and epoch > cfg.epochs - cfg.freeze_bn_epochs
-        frozen_backbone = epoch <= cfg.freeze_backbone_epochs
+        frozen_bn = bool(o.freeze_bn_epochs) and epoch > o.epochs - o.freeze_bn_epochs
+        frozen_backbone = epoch <= o.freeze_backbone_epochs
         if frozen_bn or frozen_backbone:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -572,12 +569,11 @@ class _Trainer:
 
     def train_epoch(self, epoch: int) -> tuple[int, float, int, float]:
         """One pass over the training data; (images, summed loss, correct, seconds) over all processes."""
-        cfg = self.cfg
         self.data.train.set_epoch(epoch)
         frozen_bn, frozen_backbone = self._set_modes(epoch)
         at = self.partial if self.partial.get("epoch") == epoch else {}
         e = _Epoch.start(epoch, at, self.lr, self.d.device)
-        bar = _progress(self.steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", self.show_bar)
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch}/{self.cfg.optim.epochs}", self.show_bar)
         batches = itertools.islice(self.data.train, e.skip, None) if e.skip else self.data.train
         for step, (x, y) in enumerate(batches, start=e.skip):
             self._step(x, y, e, frozen_bn, frozen_backbone)
@@ -594,18 +590,18 @@ class _Trainer:
         self, x: torch.Tensor, y: torch.Tensor, e: _Epoch, frozen_bn: bool, frozen_backbone: bool
     ) -> None:
         """One optimiser step on a batch (in ``accum_steps`` micro-batches), then the schedule's."""
-        cfg, d = self.cfg, self.d
-        if cfg.channels_last:
+        d, run, accum = self.d, self.cfg.runtime, self.cfg.optim.accum_steps
+        if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        micro = self.per_rank // cfg.accum_steps
-        for i in range(cfg.accum_steps):
+        micro = self.per_rank // accum
+        for i in range(accum):
             xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]
-            sync = nullcontext() if (i == cfg.accum_steps - 1 or not d.enabled) else self.net.no_sync()
+            sync = nullcontext() if (i == accum - 1 or not d.enabled) else self.net.no_sync()
             with sync:
-                with _autocast(cfg, d.device):
+                with _autocast(run.amp, d.device):
                     logits = self.net(xs)
                     loss = self.criterion(logits.float(), ys)
-                self.scaler.scale(loss / cfg.accum_steps).backward()
+                self.scaler.scale(loss / accum).backward()
             e.window += loss.detach() * len(ys)
             e.correct += (logits.argmax(1) == ys).sum()
         if frozen_bn:
@@ -651,7 +647,7 @@ class _Trainer:
         ips = e.seen * d.world / (time.perf_counter() - e.t0)
         if d.is_main and not self.show_bar and done % self.log_every == 0 and done != self.steps_per_epoch:
             print(
-                f"  epoch {e.number}/{self.cfg.epochs} step {done}/{self.steps_per_epoch}"
+                f"  epoch {e.number}/{self.cfg.optim.epochs} step {done}/{self.steps_per_epoch}"
                 f"  loss {window_loss:.4f}  lr {e.lr:.4g}  {ips:.0f} img/s",
                 flush=True,
             )
@@ -686,16 +682,14 @@ class _Trainer:
         plateau schedule's decision; refuses weights that became NaN/inf."""
         cfg, d = self.cfg, self.d
         t1 = time.perf_counter()
-        amp_cfg = cfg if cfg.amp != "none" else None
-        val = _run_eval(unwrap(self.net), self.data.val, amp_cfg, d, cfg.channels_last)
-        ema_val = _run_eval(self.ema.module, self.data.val, amp_cfg, d, cfg.channels_last) if self.ema else {}
+        how = dict(amp=cfg.runtime.amp, channels_last=cfg.runtime.channels_last)
+        val = _run_eval(unwrap(self.net), self.data.val, d, **how)
+        ema_val = _run_eval(self.ema.module, self.data.val, d, **how) if self.ema else {}
         record = {
             "epoch": epoch,
             "train_loss": loss_sum / seen,
             "train_acc": 100 * correct / seen,
-            "val_loss": val["loss"],
-            "val_top1": val["top1"],
-            "val_top5": val["top5"],
+            **{f"val_{k}": val[k] for k in ("loss", "top1", "top5")},
             "lr": self.lr,
             "seconds": seconds,
             "eval_seconds": time.perf_counter() - t1,
@@ -705,7 +699,7 @@ class _Trainer:
         if self.plateau is not None and self.plateau.step(val["loss"]) and d.is_main:
             print(
                 f"senet train: validation loss {val['loss']:.4f} has not improved for "
-                f"{cfg.plateau_patience + 1} epoch(s): lr x{cfg.gamma:g} from the next step",
+                f"{cfg.optim.plateau_patience + 1} epoch(s): lr x{cfg.optim.gamma:g} from the next step",
                 flush=True,
             )
         state = unwrap(self.model).state_dict().values()
@@ -728,7 +722,7 @@ class _Trainer:
         save_checkpoint(ckpt, self.out / "last.pt")
         ema = f" (EMA {record['ema_val_top1']:5.2f}%)" if "ema_val_top1" in record else ""
         print(
-            f"epoch {epoch:>3}/{self.cfg.epochs}  train loss {record['train_loss']:.4f} "
+            f"epoch {epoch:>3}/{self.cfg.optim.epochs}  train loss {record['train_loss']:.4f} "
             f"acc {record['train_acc']:5.2f}%  val top-1 {record['val_top1']:5.2f}% top-5 "
             f"{record['val_top5']:5.2f}%{ema}  lr {record['lr']:.4g}  {record['seconds']:.1f}s  "
             f"{record['images_per_s']:.0f} img/s",
@@ -779,15 +773,19 @@ def evaluate(
     if ema:
         ckpt = {**ckpt, "model": ckpt["ema"]}  # the average in the place of the weights
     if isinstance(ckpt, dict) and "config" in ckpt and model is None and mean is None and std is None:
-        result = _evaluate_run_checkpoint(
-            ckpt, data_dir, device, crop, resize, batch_size, workers, val_subset, flip
+        net, batches, about = _run_checkpoint_data(
+            ckpt, data_dir, device, crop, resize, batch_size, workers, val_subset
         )
     else:
         net = load_model(ckpt if ema else str(checkpoint), model).to(device)  # errors name the file
         _check_finite(net, str(checkpoint))
         prep = net.preprocessing.adjusted(crop=crop, resize=resize, mean=mean, std=std)
-        result = _evaluate_model(net, prep, data_dir, device, batch_size, workers, val_subset, flip)
-    result = {"checkpoint": str(checkpoint), **result, "data_dir": str(data_dir), "flip": flip, "ema": ema}
+        batches, about = _folder_data(net, prep, data_dir, device, batch_size, workers, val_subset)
+    t0 = time.perf_counter()
+    m = _run_eval(net, batches, Dist(device=device), flip=flip)
+    result = {"checkpoint": str(checkpoint), **about, **{k: m[k] for k in ("images", "top1", "top5")}}
+    result |= {"top1_err": 100 - m["top1"], "top5_err": 100 - m["top5"], "loss": m["loss"]}
+    result |= {"seconds": time.perf_counter() - t0, "data_dir": str(data_dir), "flip": flip, "ema": ema}
     default = f"eval-{ckpt_path.stem}-{result['crop']}{'-flip' if flip else ''}{'-ema' if ema else ''}.json"
     path = Path(json_path) if json_path else (ckpt_path.with_name(default) if ckpt else Path(default))
     try:
@@ -798,12 +796,12 @@ def evaluate(
     return result
 
 
-def _tell_data(notices: list[str], skipped: list[tuple[str, str]]) -> None:
-    """``senet eval``'s lines on the data: notices, and the unreadable files left out."""
+def _tell_data(command: str, notices: list[str], skipped: list[tuple[str, str]]) -> None:
+    """A command's lines on the data: notices, and the unreadable files left out."""
     for notice in notices:
-        print(f"senet eval: notice: {notice}", flush=True)
+        print(f"senet {command}: notice: {notice}", flush=True)
     for path, reason in skipped:
-        print(f"senet eval: skipped unreadable image {path} ({reason})", flush=True)
+        print(f"senet {command}: skipped unreadable image {path} ({reason})", flush=True)
 
 
 def _check_finite(model: nn.Module, what: str) -> None:
@@ -827,19 +825,24 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
-def _accuracy(m: dict[str, float], seconds: float) -> dict[str, Any]:
-    return {
-        "images": m["images"],
-        "top1": m["top1"],
-        "top5": m["top5"],
-        "top1_err": 100 - m["top1"],
-        "top5_err": 100 - m["top5"],
-        "loss": m["loss"],
-        "seconds": seconds,
-    }
+def trained_data(ckpt: dict[str, Any], data_dir: str | Path, by_name: bool = True, **changes: Any) -> Data:
+    """The evaluation split of ``data_dir`` through the data pipeline of the run a ``senet train``
+    checkpoint (today's format, as :func:`~senet.train.load_trained` gives it) comes from: its crop
+    and normalisation, in memory when it was, with ``changes`` to its data fields and loader
+    (``val_subset``, ``workers``, ``eval_batch_size``, ``device``, ...). Refused in one line unless its
+    classes are those the checkpoint's model was trained on (``by_name``: a split holding some of them
+    is labelled by their names, told in ``notices``)."""
+    classes = ckpt.get("classes") if by_name else None
+    fixed = dict(data_dir=str(data_dir), train=False, download=False, strict_data=False, classes=classes)
+    data = build_data(DataConfig.from_fields(ckpt["config"]), **fixed, **changes)
+    num_classes = ckpt["create_kwargs"]["num_classes"]
+    saved = ckpt.get("classes") or [str(i) for i in range(num_classes)]
+    if len(data.classes) != num_classes or (ckpt.get("classes") and list(saved) != list(data.classes)):
+        raise ValueError(_class_difference(saved, data.classes, data_dir))
+    return data
 
 
-def _evaluate_run_checkpoint(
+def _run_checkpoint_data(
     ckpt: dict[str, Any],
     data_dir: str | Path,
     device: torch.device,
@@ -848,47 +851,28 @@ def _evaluate_run_checkpoint(
     batch_size: int,
     workers: int,
     val_subset: int,
-    flip: bool,
-) -> dict[str, Any]:
-    """A ``senet train`` checkpoint on the data pipeline of its own run (in memory when it was)."""
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """A ``senet train`` checkpoint's model, the evaluation batches of its own run's data pipeline (in
+    memory when it was) and what the result says of them."""
     _, meta = read_checkpoint(ckpt)  # today's format, from any senet checkpoint
     arch, num_classes = meta.get("arch"), (meta.get("create_kwargs") or {}).get("num_classes")
     if not arch or not num_classes:
         raise ValueError("not a `senet train` checkpoint (it records no architecture and class count)")
-    cfg = ckpt["config"]
-    eval_crop = crop or cfg["eval_crop"]
-    data = build_data_from_config(
-        cfg,
-        data_dir=data_dir,
-        eval_crop=eval_crop,
-        eval_resize=resize if crop else (resize or cfg["eval_resize"]),
-        in_memory=cfg["in_memory"] and not crop,  # another crop: decode from the files
-        val_subset=val_subset,
-        eval_batch_size=batch_size,
-        workers=workers,
-        device=device,
-        train=False,
-        classes=ckpt.get("classes"),
-        download=False,
-        strict=False,
+    saved = DataConfig.from_fields(ckpt["config"])
+    eval_crop = crop or saved.eval_crop
+    resize = resize if crop else (resize or saved.eval_resize)
+    in_memory = saved.in_memory and not crop  # another crop: decode from the files
+    loader = dict(val_subset=val_subset, workers=workers, eval_batch_size=batch_size, device=device)
+    data = trained_data(
+        {**ckpt, **meta}, data_dir, eval_crop=eval_crop, eval_resize=resize, in_memory=in_memory, **loader
     )
-    _tell_data(data.notices, data.skipped)
-    saved = ckpt.get("classes") or [str(i) for i in range(num_classes)]
-    if len(data.classes) != num_classes or (ckpt.get("classes") and saved != list(data.classes)):
-        raise ValueError(_class_difference(saved, data.classes, data_dir))
+    _tell_data("eval", data.notices, data.skipped)
     model = load_model(ckpt).to(device)
     _check_finite(model, "the checkpoint")
-    t0 = time.perf_counter()
-    m = _run_eval(model, data.val, None, Dist(device=device), False, flip=flip)
-    return {
-        "model": arch,
-        "epoch": ckpt.get("epoch"),
-        "crop": eval_crop,
-        **_accuracy(m, time.perf_counter() - t0),
-    }
+    return model, data.val, {"model": arch, "epoch": ckpt.get("epoch"), "crop": eval_crop}
 
 
-def _evaluate_model(
+def _folder_data(
     model: nn.Module,
     prep: Preprocessing,
     data_dir: str | Path,
@@ -896,21 +880,19 @@ def _evaluate_model(
     batch_size: int,
     workers: int,
     val_subset: int,
-    flip: bool,
-) -> dict[str, Any]:
-    """``model`` on an ImageFolder split, each image prepared by ``prep`` as :func:`senet.predict` does."""
+) -> tuple[Any, dict[str, Any]]:
+    """The batches of an ImageFolder split for ``model``, each image prepared by ``prep`` as
+    :func:`senet.predict` does, and what the result says of them."""
     from ..data import folder_dataset, match_classes
     from ..data.datasets import find_split
     from ..predict import class_names
 
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist (check --data-dir)")
+    root = DataConfig(data_dir=str(data_dir)).root(train=False)
     split = find_split(root, False)
     recorded = getattr(model, "class_names", None)
     label_by, notices = match_classes(list(recorded), "the weights", split) if recorded else (None, [])
     ds = folder_dataset(split, val_subset, prep.transform(), classes=label_by)
-    _tell_data(notices, ds.skipped)
+    _tell_data("eval", notices, ds.skipped)
     names = class_names(model)
     if len(ds.classes) != len(names):
         raise ValueError(
@@ -919,13 +901,6 @@ def _evaluate_model(
         )
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
     batches = ((x.to(device), y.to(device)) for x, y in loader)
-    t0 = time.perf_counter()
-    m = _run_eval(model, batches, None, Dist(device=device), False, flip=flip)
-    return {
-        "model": getattr(model, "model_name", type(model).__name__),
-        "epoch": None,
-        "crop": prep.input_size[-1],
-        "preprocessing": prep.as_dict(),
-        "layout": getattr(model, "layout", None),
-        **_accuracy(m, time.perf_counter() - t0),
-    }
+    name = getattr(model, "model_name", type(model).__name__)
+    about = {"model": name, "epoch": None, "crop": prep.input_size[-1], "preprocessing": prep.as_dict()}
+    return batches, {**about, "layout": getattr(model, "layout", None)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +71,20 @@ class RunLog:
         self,
         out: Path,
         start_epoch: int,
-        config: dict[str, Any],
+        config: dict[str, Any] | str,
         history: list[dict[str, Any]] | None = None,
+        plot: Callable[[list[dict[str, Any]], Path], None] = plot_curves,
     ) -> None:
-        """``history``: the records a resumed checkpoint carries (else those of metrics.jsonl)."""
+        """``config``: written to ``config.yaml`` (a mapping, or the text :meth:`Config.to_yaml` gives);
+        ``history``: the records a resumed checkpoint carries (else those of metrics.jsonl);
+        ``plot`` draws ``curves.png`` from the records (detection runs plot mAP, not top-1)."""
         self.out = out
+        self.plot = plot
         self.metrics_path = out / "metrics.jsonl"
         if history is None:
             history = read_metrics(self.metrics_path)  # a bad line stops here, before any write
-        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        (out / "config.yaml").write_text(text)
         self.history = [h for h in history if h["epoch"] < start_epoch]
         self.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
         from torch.utils.tensorboard import SummaryWriter
@@ -93,7 +99,7 @@ class RunLog:
             if key != "epoch" and isinstance(value, (int, float)):
                 self.tb.add_scalar(key, value, record["epoch"])
         self.tb.flush()
-        plot_curves(self.history, self.out / "curves.png")
+        self.plot(self.history, self.out / "curves.png")
 
     def close(self) -> None:
         self.tb.close()

@@ -2,7 +2,8 @@
 
 One picklable callable (:class:`LRFactor`) serves ``torch.optim.lr_scheduler.LambdaLR`` for every
 recipe: the paper's step decay (ImageNet: /10 every 30 epochs), multi-step decay (ResNet-110/164,
-WRN), cosine (Shake-Shake), a one-cycle triangle for short runs and "divide by 10 when the
+WRN), cosine (Shake-Shake), a triangle for short runs (linear warm-up, then linear decay to
+``final_lr_factor``; ``onecycle``, its former name, is still read) and "divide by 10 when the
 validation loss plateaus" (Table 3's mobile networks, the ablation recipe: :class:`PlateauDecay`,
 torch's ``ReduceLROnPlateau`` deciding, the factor holding the result), each with an optional warm-up
 (linear, or constant as ResNet-110's 0.01 warm-up). Its state is plain numbers, so the scheduler's
@@ -14,14 +15,17 @@ The warm-up is capped at a fifth of the run, so a shortened recipe (``--epochs 3
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
 import torch
 
-__all__ = ["MAX_WARMUP_FRACTION", "LRFactor", "PlateauDecay", "restore_scheduler"]
+__all__ = ["MAX_WARMUP_FRACTION", "SCHEDULES", "LRFactor", "PlateauDecay", "restore_scheduler"]
 
 MAX_WARMUP_FRACTION = 0.2
+SCHEDULES = ("step", "multistep", "cosine", "triangle", "constant", "plateau")
+SCHEDULE_ALIASES = {"onecycle": "triangle"}  # old name -> today's (run folders before the rename)
 
 
 class LRFactor:
@@ -41,6 +45,9 @@ class LRFactor:
         warmup_factor: float = 0.1,
         final_lr_factor: float = 0.0,
     ) -> None:
+        schedule = SCHEDULE_ALIASES.get(schedule, schedule)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule={schedule!r}: expected one of {', '.join(SCHEDULES)}")
         self.schedule, self.epochs, self.steps_per_epoch = schedule, epochs, max(1, steps_per_epoch)
         self.step_size, self.milestones, self.gamma = step_size, list(milestones or []), gamma
         self.warmup_epochs = min(warmup_epochs, MAX_WARMUP_FRACTION * epochs)
@@ -49,20 +56,11 @@ class LRFactor:
         self.scale = 1.0  # the decays PlateauDecay made so far (schedule: plateau)
 
     @classmethod
-    def from_config(cls, cfg: Any, steps_per_epoch: int) -> LRFactor:
-        """The schedule of a training :class:`~senet.train.Config` (its ``schedule`` ... fields)."""
-        return cls(
-            cfg.schedule,
-            cfg.epochs,
-            steps_per_epoch,
-            step_size=cfg.step_size,
-            milestones=cfg.milestones,
-            gamma=cfg.gamma,
-            warmup_epochs=cfg.warmup_epochs,
-            warmup=cfg.warmup,
-            warmup_factor=cfg.warmup_factor,
-            final_lr_factor=cfg.final_lr_factor,
-        )
+    def from_config(cls, optim: Any, steps_per_epoch: int) -> LRFactor:
+        """The schedule of a training config's ``optim`` part (or of a whole config: its flat fields):
+        every argument but ``steps_per_epoch`` is a field of the same name."""
+        names = [n for n in inspect.signature(cls).parameters if n != "steps_per_epoch"]
+        return cls(steps_per_epoch=steps_per_epoch, **{n: getattr(optim, n) for n in names})
 
     def __call__(self, step: int) -> float:
         return self.scale * self._shape(step)
@@ -84,7 +82,7 @@ class LRFactor:
         lo = self.final_lr_factor
         if self.schedule == "cosine":
             return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
-        return lo + (1 - lo) * (1 - p)  # onecycle: linear down after the (linear) warm-up
+        return lo + (1 - lo) * (1 - p)  # triangle: linear down after the (linear) warm-up
 
 
 def restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
