@@ -15,6 +15,7 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -119,11 +120,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_config_fields(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
-    """``--recipe``, ``--config`` and one flag per :class:`~senet.train.config.Config` field, each with
-    its meaning (from the field's definition) and default (the recipe's when ``defaults`` holds it)."""
+def _add_config_fields(p: argparse.ArgumentParser, defaults: dict | None = None, config: Any = None) -> None:
+    """``--recipe``, ``--config`` and one flag per field of ``config`` (:class:`~senet.train.config.Config`
+    by default; ``senet detect train`` passes its own), each with its meaning (from the field's
+    definition) and default (the recipe's when ``defaults`` holds it)."""
     from .train.config import Config
 
+    Config = config or Config  # noqa: N806
     p.add_argument("--recipe", default=None, help="recipe name (`senet recipes`) or a YAML path")
     p.add_argument("--config", default=None, help="a config file, e.g. a run's config.yaml to repeat the run")
     source = (defaults or {}).pop("recipe", "") or "config"
@@ -149,9 +152,12 @@ def _add_config_fields(p: argparse.ArgumentParser, defaults: dict | None = None)
 
 
 def _recipe_defaults(argv: Sequence[str]) -> dict | None:
-    """The resolved fields of the ``--recipe`` / ``--config`` named in ``argv`` (for ``--help``), if any."""
+    """The resolved fields of the ``--recipe`` / ``--config`` named in ``argv`` (for ``--help``), if any
+    (a detection recipe's under ``senet detect``)."""
+    from .fusion.config import load_detect_config
     from .train import load_config
 
+    load = load_detect_config if argv[:1] == ["detect"] else load_config
     given: dict[str, str] = {}
     for i, a in enumerate(argv):
         for flag in ("--recipe", "--config"):
@@ -162,18 +168,18 @@ def _recipe_defaults(argv: Sequence[str]) -> dict | None:
     if not given:
         return None
     try:
-        return load_config(given.get("recipe"), given.get("config")).to_dict()
+        return load(given.get("recipe"), given.get("config")).to_dict()
     except (ValueError, OSError):
         return None  # the command itself reports the bad recipe
 
 
-def _config_overrides(args: argparse.Namespace) -> dict:
+def _config_overrides(args: argparse.Namespace, config: Any = None) -> dict:
     """The config fields given on the command line, parsed as YAML values (strings kept as given)."""
     import yaml
 
     from .train.config import Config
 
-    types = Config.fields()
+    types = (config or Config).fields()
     overrides = {}
     for key, raw in vars(args).items():
         if key.startswith("field_"):
@@ -588,6 +594,110 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 COMMANDS.append(_add_export)
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    from .fusion.config import DetectConfig
+
+    p = sub.add_parser(
+        "detect",
+        help="RGB + event-camera detection with SE fusion (train, eval, simulate; docs/detection.md)",
+        description="Two-stream RGB + event detectors (CAFR/FRN's fusion baselines) on DSEC-Det, "
+        "PKU-DDD17-Car or the simulated set.",
+    )
+    dsub = p.add_subparsers(dest="detect_command", required=True, metavar="ACTION")
+    t = dsub.add_parser(
+        "train",
+        help="train a detector with a recipe (`senet detect recipes`)",
+        allow_abbrev=False,
+        description="Train with a detection recipe; override any field, e.g. --fusion concat --epochs 5.",
+    )
+    _add_config_fields(t, getattr(sub, "recipe_defaults", None), DetectConfig)
+    t.set_defaults(func=_cmd_detect_train)
+    e = dsub.add_parser("eval", help="COCO mAP / mAP50 of a detection checkpoint")
+    e.add_argument("checkpoint", help="a `senet detect train` checkpoint (last.pt / best.pt)")
+    e.add_argument("--data-dir", default=None, help="data folder (default: the run's)")
+    e.add_argument("--split", default=None, help="split to score (default: the run's val_split)")
+    e.add_argument("--limit", type=COUNT, default=0, help="score the first N frames only (0: all)")
+    e.add_argument("--batch-size", type=POSITIVE, default=2, help="frames per forward pass (default 2)")
+    e.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    e.set_defaults(func=_cmd_detect_eval)
+    s = dsub.add_parser("simulate", help="write the simulated RGB + event set (DSEC-Det layout)")
+    s.add_argument("--out", required=True, help="folder to write (gets train/ and test/)")
+    s.add_argument("--cifar", required=True, help="the CIFAR-10 ImageFolder copy whose objects move")
+    s.add_argument("--sequences", type=POSITIVE, default=24, help="training sequences (test: a third)")
+    s.add_argument("--frames", type=POSITIVE, default=10, help="labelled frames per sequence")
+    s.add_argument("--height", type=POSITIVE, default=64, help="frame height, pixels (the sim recipe: 64)")
+    s.add_argument("--width", type=POSITIVE, default=80, help="frame width, pixels (the sim recipe: 80)")
+    s.add_argument("--degrade", type=float, default=0.3, help="fraction of dark / blurred RGB frames")
+    s.add_argument("--seed", type=COUNT, default=0)
+    s.set_defaults(func=_cmd_detect_simulate)
+    r = dsub.add_parser("recipes", help="list the detection recipes")
+    r.set_defaults(func=_cmd_detect_recipes)
+
+
+def _cmd_detect_train(args: argparse.Namespace) -> int:
+    from .fusion.config import DetectConfig, load_detect_config
+    from .fusion.train import train_detector
+
+    cfg = load_detect_config(args.recipe, args.config, _config_overrides(args, DetectConfig))
+    r = train_detector(cfg)
+    print(
+        f"done: {cfg.streams} mAP {100 * r.final['val_mAP']:.1f} "
+        f"mAP50 {100 * r.final['val_mAP50']:.1f} (best mAP50 {100 * r.best_map50:.1f}) in "
+        f"{r.seconds / 60:.1f} min; run folder {r.out}"
+    )
+    return 0
+
+
+def _cmd_detect_eval(args: argparse.Namespace) -> int:
+    from .fusion.train import detect_eval
+
+    r = detect_eval(
+        args.checkpoint,
+        args.data_dir,
+        args.split,
+        device=args.device,
+        limit=args.limit,
+        batch_size=args.batch_size,
+    )
+    per_class = "  ".join(f"{k} {100 * v:.1f}" for k, v in r["per_class"].items())
+    print(
+        f"{r['frames']} frames: mAP {100 * r['mAP']:.1f}  mAP50 {100 * r['mAP50']:.1f}  mAP75 "
+        f"{100 * r['mAP75']:.1f}  per class AP: {per_class}"
+    )
+    return 0
+
+
+def _cmd_detect_simulate(args: argparse.Namespace) -> int:
+    from .fusion.simulate import write_simulated_dsec
+
+    if not 0 <= args.degrade <= 1:
+        raise ValueError(f"--degrade {args.degrade}: give a fraction of frames in [0, 1]")
+    out = write_simulated_dsec(
+        args.out,
+        args.cifar,
+        train_sequences=args.sequences,
+        test_sequences=max(1, args.sequences // 3),
+        frames=args.frames,
+        height=args.height,
+        width=args.width,
+        degrade=args.degrade,
+        seed=args.seed,
+    )
+    print(f"wrote the simulated set to {out} (train/, test/ in the DSEC-Det layout)")
+    return 0
+
+
+def _cmd_detect_recipes(args: argparse.Namespace) -> int:
+    from .fusion.config import list_detect_recipes
+
+    for name, text in list_detect_recipes().items():
+        print(f"{name:18s} {text}")
+    return 0
+
+
+COMMANDS.append(_add_detect)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
