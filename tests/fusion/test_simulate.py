@@ -268,3 +268,46 @@ def test_cifar_objects_missing_folder(tmp_path) -> None:
         SimulationError, match=r"cifar_objects: no folder .*train; pass the CIFAR-10 ImageFolder"
     ):
         cifar_objects(tmp_path / "nowhere", {"cat": 0}, per_class=1, seed=0)
+
+
+def test_simulated_sequence_reads_back_through_the_dsec_reader(tmp_path) -> None:
+    """A simulated sequence written in the DSEC-Det layout comes back through DSECDetDataset with its
+    frames, its boxes (xywh -> xyxy) and exactly the events of the 50 ms before each frame."""
+    from senet.fusion.dsec import DSEC_CLASSES, DSECDetDataset, write_dsec_det_sequence
+    from senet.fusion.events import EventRepresentation
+
+    rng = np.random.default_rng(0)
+    objects = [
+        (rng.integers(0, 255, (12, 12, 3), dtype=np.uint8), 2),
+        (rng.integers(0, 255, (10, 14, 3), dtype=np.uint8), 4),
+    ]
+    seq = simulate_sequence(objects, height=40, width=48, frames=4, seed=5, class_names=DSEC_CLASSES)
+    write_dsec_det_sequence(
+        tmp_path,
+        "train",
+        "sim_000",
+        images=seq.images,
+        image_timestamps_us=seq.image_timestamps_us,
+        x=seq.x,
+        y=seq.y,
+        t=seq.t,
+        p=seq.p,
+        tracks=seq.tracks,
+    )
+    count = EventRepresentation("count")
+    ds = DSECDetDataset(tmp_path, "train", representation=count, window_us=50_000)
+    assert len(ds) == 4
+    for i, t_img in enumerate(seq.image_timestamps_us):
+        inputs, target = ds[i]
+        assert torch.equal(
+            (inputs["rgb"] * 255).round().to(torch.uint8), torch.from_numpy(seq.images[i]).permute(2, 0, 1)
+        )
+        rows = seq.tracks[seq.tracks["t"] == t_img]
+        want = np.stack([rows["x"], rows["y"], rows["x"] + rows["w"], rows["y"] + rows["h"]], 1)
+        order = np.lexsort(want.T[::-1])
+        got = target["boxes"].numpy()
+        assert np.allclose(got[np.lexsort(got.T[::-1])], want[order], atol=1e-4)
+        assert sorted(target["labels"].tolist()) == sorted(rows["class_id"].tolist())
+        x, y, t, p = seq.events_between(int(t_img) - 50_000, int(t_img))
+        assert x.size > 0
+        assert torch.equal(inputs["events"], count(x, y, t, p, 40, 48))
