@@ -62,7 +62,7 @@ def test_eval_with_another_crop_of_an_in_memory_run(trained_cifar, cifar10_subse
     correct = 0
     for label, cls in enumerate(ckpt["classes"]):
         for f in sorted((cifar10_subset / "test" / cls).iterdir()):
-            x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)[:, 2:30, 2:30]
+            x = torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)[:, 2:30, 2:30]
             with torch.no_grad():
                 correct += int(model(((x / 255 - mean) / std)[None]).argmax(1).item() == label)
     assert result["top1"] == pytest.approx(correct, abs=1e-4)  # 100 images: % == count
