@@ -61,6 +61,8 @@ def test_resume_continues_exactly(sim_set: Path, tmp_path: Path) -> None:
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="trained with other fusion"):
+        train_detector(_cfg(sim_set, tmp_path / "b", **{**small, "epochs": 3}, fusion="add", resume=True))
 
 
 def test_cli_train_then_eval(sim_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

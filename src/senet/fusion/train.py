@@ -283,6 +283,32 @@ def _prepare_out(cfg: DetectConfig) -> Path:
     return out
 
 
+RESUMABLE = frozenset("epochs out resume data_dir workers threads device log_interval description".split())
+
+
+def _resume(
+    cfg: DetectConfig, path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any
+) -> tuple[int, list[dict[str, Any]], float]:
+    """Load the state of ``path`` into the run; the epoch done, the history and the best mAP50 so far."""
+    ckpt = load_file(path, map_location=next(model.parameters()).device)
+    saved, now = ckpt.get("config", {}), cfg.to_dict()
+    changed = sorted(k for k in now if k not in RESUMABLE and k in saved and saved[k] != now[k])
+    if changed:
+        raise ValueError(
+            f"--resume: {path.parent} was trained with other {', '.join(changed)} "
+            f"(e.g. {changed[0]}={saved[changed[0]]!r}); only {', '.join(sorted(RESUMABLE))} may change"
+        )
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        sched.lr_lambdas = [CosineFactor(cfg.epochs)] * len(opt.param_groups)  # this run's length
+        for group, base_lr in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base_lr * sched.lr_lambdas[0](sched.last_epoch)
+    restore_rng(ckpt["rng"])
+    return ckpt["epoch"], ckpt["history"], ckpt["best_map50"]
+
+
 def train_detector(cfg: DetectConfig) -> DetectResult:
     """Train the config's detector on its data, evaluating on the val split every epoch."""
     start_time = time.time()
@@ -296,18 +322,7 @@ def train_detector(cfg: DetectConfig) -> DetectResult:
     model = build_detector(cfg, base.num_classes, base.event_channels, list(base.class_names)).to(device)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt)
-    start, history, best = 0, [], -1.0
-    if cfg.resume:
-        ckpt = load_file(out / "last.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
-            sched.lr_lambdas = [CosineFactor(cfg.epochs)] * len(opt.param_groups)  # this run's length
-            for group, base_lr in zip(opt.param_groups, sched.base_lrs, strict=True):
-                group["lr"] = base_lr * sched.lr_lambdas[0](sched.last_epoch)
-        start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_map50"]
-        restore_rng(ckpt["rng"])
+    start, history, best = _resume(cfg, out / "last.pt", model, opt, sched) if cfg.resume else (0, [], -1.0)
     train_ds, val_ds = _subset(train_ds, cfg.train_limit), _subset(val_ds, cfg.val_limit)
     print(
         f"senet detect train: {cfg.backbone} {cfg.streams} "
@@ -320,9 +335,7 @@ def train_detector(cfg: DetectConfig) -> DetectResult:
     try:
         for epoch in range(start, cfg.epochs):
             t0 = time.time()
-            order = torch.Generator().manual_seed(
-                cfg.seed * 100_003 + epoch
-            )  # a resumed epoch sees the same order
+            order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the same after a resume
             loader = DataLoader(
                 train_ds,
                 cfg.batch_size,
