@@ -273,7 +273,7 @@ def test_cifar_objects_missing_folder(tmp_path) -> None:
 def test_simulated_sequence_reads_back_through_the_dsec_reader(tmp_path) -> None:
     """A simulated sequence written in the DSEC-Det layout comes back through DSECDetDataset with its
     frames, its boxes (xywh -> xyxy) and exactly the events of the 50 ms before each frame."""
-    from senet.fusion.dsec import DSEC_CLASSES, DSECDetDataset, write_dsec_det_sequence
+    from senet.fusion.dsec import DSEC_CLASSES, DSECDetDataset
     from senet.fusion.events import EventRepresentation
 
     rng = np.random.default_rng(0)
@@ -282,18 +282,7 @@ def test_simulated_sequence_reads_back_through_the_dsec_reader(tmp_path) -> None
         (rng.integers(0, 255, (10, 14, 3), dtype=np.uint8), 4),
     ]
     seq = simulate_sequence(objects, height=40, width=48, frames=4, seed=5, class_names=DSEC_CLASSES)
-    write_dsec_det_sequence(
-        tmp_path,
-        "train",
-        "sim_000",
-        images=seq.images,
-        image_timestamps_us=seq.image_timestamps_us,
-        x=seq.x,
-        y=seq.y,
-        t=seq.t,
-        p=seq.p,
-        tracks=seq.tracks,
-    )
+    seq.write_dsec_det(tmp_path, "train", "sim_000")
     count = EventRepresentation("count")
     ds = DSECDetDataset(tmp_path, "train", representation=count, window_us=50_000)
     assert len(ds) == 4

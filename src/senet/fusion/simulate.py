@@ -375,6 +375,21 @@ class SimulatedSequence:
     degraded: tuple[str, ...] = ()
     scene: Scene | None = field(default=None, repr=False)
 
+    def write_dsec_det(self, root: str | Path, split: str, name: str) -> Path:
+        """Write the sequence as ``root/split/name`` in the DSEC-Det layout (read by ``DSECDetDataset``)."""
+        return write_dsec_det_sequence(
+            root,
+            split,
+            name,
+            images=self.images,
+            image_timestamps_us=self.image_timestamps_us,
+            x=self.x,
+            y=self.y,
+            t=self.t,
+            p=self.p,
+            tracks=self.tracks,
+        )
+
     def events_between(
         self, t_start: int, t_end: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -570,16 +585,5 @@ def write_simulated_dsec(
                 degrade=degrade,
                 class_names=DSEC_CLASSES,
             )
-            write_dsec_det_sequence(
-                out,
-                split,
-                f"sim_{k:03d}",
-                images=seq.images,
-                image_timestamps_us=seq.image_timestamps_us,
-                x=seq.x,
-                y=seq.y,
-                t=seq.t,
-                p=seq.p,
-                tracks=seq.tracks,
-            )
+            seq.write_dsec_det(out, split, f"sim_{k:03d}")
     return out
