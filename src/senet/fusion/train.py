@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..devices import pick_device
 from ..train.checkpoint import capture_rng, restore_rng
 from ..train.engine import TrainingDiverged
-from ..train.runlog import RunLog, save_figure
+from ..train.runlog import RunLog, check_run_folder, save_figure
 from ..weights import atomic_save, load_file
 from .config import DetectConfig
 from .detector import create_detector
@@ -270,14 +270,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
 def _prepare_out(cfg: DetectConfig) -> Path:
     out = Path(cfg.out or f"runs/detect-{cfg.recipe or cfg.fusion}").expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    if not cfg.resume and (out / "last.pt").exists():
-        raise ValueError(
-            f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
-        )
+    check_run_folder(out, cfg.resume)
     if cfg.resume and not (out / "last.pt").exists():
         raise ValueError(f"--resume: {out} holds no last.pt to continue (start without --resume)")
     return out

@@ -40,7 +40,7 @@ from .config import RESUMABLE_CHANGES, Config, OptimConfig, canonical
 from .distributed import Dist, all_reduce_sum, broadcast_buffers, pick_device, setup, teardown
 from .interrupt import TrainingInterrupted, stop_requests
 from .locks import exclusive
-from .runlog import RunLog
+from .runlog import RunLog, check_run_folder
 from .schedule import LRFactor, PlateauDecay, restore_scheduler
 
 __all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_amp", "train", "trained_data"]
@@ -65,21 +65,6 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     model: nn.Module | None = field(default=None, repr=False)
-
-
-def _check_out(out: Path, cfg: Config, d: Dist) -> None:
-    """Refuse an unwritable folder, or one holding another run, before any work starts."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{d.rank}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    if not cfg.runtime.resume and (out / "last.pt").exists():
-        raise ValueError(
-            f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
-        )
 
 
 def _config_differences(saved: dict[str, Any], cfg: Config) -> list[str]:
@@ -312,7 +297,7 @@ def _train(cfg: Config, d: Dist) -> RunResult:
     if run.resume and not (out / "last.pt").is_file():
         raise FileNotFoundError(f"--resume: {out / 'last.pt'} does not exist (train without --resume first)")
     if d.is_main:
-        _check_out(out, cfg, d)
+        check_run_folder(out, cfg.runtime.resume, d.rank)
     with _run_lock(out, d):
         trainer = _Trainer(cfg, d, out, info)
         if run.resume:

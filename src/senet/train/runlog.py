@@ -9,7 +9,23 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RunLog", "plot_curves", "read_metrics", "save_figure"]
+__all__ = ["RunLog", "check_run_folder", "plot_curves", "read_metrics", "save_figure"]
+
+
+def check_run_folder(out: Path, resume: bool, rank: int = 0) -> None:
+    """Refuse an unwritable folder, or one holding another run, before any work starts (every
+    command that writes a run folder: ``senet train``, ``senet detect train``)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{rank}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    if not resume and (out / "last.pt").exists():
+        raise ValueError(
+            f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out"
+        )
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
