@@ -144,10 +144,13 @@ def test_prepacked_convolutions_match_plain_ones_at_every_input_shape(measure_bn
     packed = fuse_for_inference(model)
     plain = fuse_for_inference(model, prepack=False)
     assert sum(isinstance(m, PrepackedConv2d) for m in packed.modules()) == 53  # every conv but SE's FCs
+    torch.manual_seed(0)
     with torch.inference_mode():
         for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 96, 80), (1, 3, 64, 64)]:
             x = torch.randn(shape)
-            torch.testing.assert_close(packed(x), plain(x), rtol=1e-5, atol=1e-5)
+            # oneDNN picks other kernels (and summation orders) for the prepacked weight: on AVX-512
+            # the 50-layer logits differ by up to ~1.2e-5
+            torch.testing.assert_close(packed(x), plain(x), rtol=1e-5, atol=3e-5)
             torch.testing.assert_close(packed(x), model(x), rtol=1e-4, atol=1e-4)
     assert _packed_shapes(packed) >= {(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 96, 80)}
     with torch.inference_mode():

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import linecache
 import math
 import sys
+import traceback
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +32,6 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
         return value
 
-    parse.__name__ = f"int>={low}"
     return parse
 
 
@@ -50,12 +49,16 @@ def _finite(positive: bool = False) -> Callable[[str], float]:
             )
         return value
 
-    parse.__name__ = "positive number" if positive else "number"
     return parse
 
 
 POSITIVE = _int_at_least(1)  # sizes, batch sizes, counts that cannot be zero
 COUNT = _int_at_least(0)  # worker processes, warm-up passes
+
+
+def _kwargs(args: argparse.Namespace, names: str) -> dict[str, Any]:
+    """The arguments ``names`` (space-separated) of a command, passed on as keywords."""
+    return {name: getattr(args, name) for name in names.split()}
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -79,17 +82,13 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "throughput and peak memory are measured with --time (implied by --batch-size / --device).",
     )
     p.add_argument("names", nargs="*", help="model names (default: every registered model)")
-    p.add_argument("--input-size", type=POSITIVE, default=None, help="image side (default: the model's own)")
+    p.add_argument("--input-size", type=POSITIVE, help="image side (default: the model's own)")
     p.add_argument("--time", action="store_true", help="run the networks: latency, images/s, peak memory")
-    p.add_argument(
-        "--batch-size", type=POSITIVE, default=None, help="images per timed forward pass (default 1)"
-    )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--batch-size", type=POSITIVE, help="images per timed forward pass (default 1)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--warmup", type=COUNT, default=3, help="untimed passes before timing (default 3)")
-    p.add_argument(
-        "--repeats", type=POSITIVE, default=10, help="timed passes; the median is shown (default 10)"
-    )
-    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--repeats", type=POSITIVE, default=10, help="timed passes, median shown (default 10)")
+    p.add_argument("--threads", type=POSITIVE, help="CPU threads (torch.set_num_threads)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (for a README)")
@@ -103,18 +102,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .models import list_models
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads {args.threads}: give a positive number")
         torch.set_num_threads(args.threads)
-    timed = args.time or args.batch_size is not None or args.device is not None
     rows = compare(
         args.names or list_models(),
         args.input_size,
-        timed=timed,
+        timed=args.time or args.batch_size is not None or args.device is not None,
         batch_size=args.batch_size or 1,
-        device=args.device,
-        warmup=args.warmup,
-        repeats=args.repeats,
+        **_kwargs(args, "device warmup repeats"),
     )
     print(json.dumps(rows, indent=2) if args.json else format_table(rows, markdown=args.markdown))
     return 0
@@ -126,17 +120,17 @@ def _add_config_fields(p: argparse.ArgumentParser, defaults: dict | None = None,
     definition) and default (the recipe's when ``defaults`` holds it)."""
     from .train.config import Config
 
-    Config = config or Config  # noqa: N806
-    p.add_argument("--recipe", default=None, help="recipe name (`senet recipes`) or a YAML path")
-    p.add_argument("--config", default=None, help="a config file, e.g. a run's config.yaml to repeat the run")
+    config = config or Config
+    p.add_argument("--recipe", help="recipe name (`senet recipes`) or a YAML path")
+    p.add_argument("--config", help="a config file, e.g. a run's config.yaml to repeat the run")
     source = (defaults or {}).pop("recipe", "") or "config"
     fields = p.add_argument_group(
         "config fields (override the recipe)"
         + (f"; defaults shown are {source}'s" if defaults else "; give --recipe NAME to see its defaults")
     )
-    values = defaults or Config().to_dict()
-    meanings = Config.meanings()
-    for name, tp in Config.fields().items():
+    values = defaults or config().to_dict()
+    meanings = config.meanings()
+    for name, tp in config.fields().items():
         if name == "recipe":
             continue
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
@@ -145,10 +139,8 @@ def _add_config_fields(p: argparse.ArgumentParser, defaults: dict | None = None,
             kw.update(nargs="?", const="true", metavar="BOOL")
         elif typing.get_origin(tp) is list:
             kw.update(nargs="+")  # --mean 0.5 0.5 0.5 (or one "0.5,0.5,0.5")
-        value = values.get(name)
-        shown = "''" if value == "" else value
-        help_text = f"{meanings[name]} [default: {shown}]".replace("%", "%%")
-        fields.add_argument(*flags, help=help_text, **kw)
+        shown = "''" if values.get(name) == "" else values.get(name)
+        fields.add_argument(*flags, help=f"{meanings[name]} [default: {shown}]".replace("%", "%%"), **kw)
 
 
 def _recipe_defaults(argv: Sequence[str]) -> dict | None:
@@ -159,12 +151,10 @@ def _recipe_defaults(argv: Sequence[str]) -> dict | None:
 
     load = load_detect_config if argv[:1] == ["detect"] else load_config
     given: dict[str, str] = {}
-    for i, a in enumerate(argv):
-        for flag in ("--recipe", "--config"):
-            if a == flag and i + 1 < len(argv):
-                given[flag[2:]] = argv[i + 1]
-            elif a.startswith(flag + "="):
-                given[flag[2:]] = a.split("=", 1)[1]
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in ("--recipe", "--config") and (eq or i + 1 < len(argv)):
+            given[flag[2:]] = value if eq else argv[i + 1]
     if not given:
         return None
     try:
@@ -199,7 +189,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
         description="Train with a recipe; override any field, e.g. --epochs 5 --lr 0.1 --model resnet20.",
     )
-    _add_config_fields(p, getattr(sub, "recipe_defaults", None))
+    _add_config_fields(p, sub.recipe_defaults)
     p.set_defaults(func=_cmd_train)
 
 
@@ -242,34 +232,26 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--summary",
         action="store_true",
-        help="train nothing: summarise what OUT holds now (finished seeds only enter the statistics)",
+        help="train nothing: summarise what OUT holds (finished seeds only)",
     )
-    _add_config_fields(p, getattr(sub, "recipe_defaults", None))
+    _add_config_fields(p, sub.recipe_defaults)
     p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from .train import load_config
     from .train.compare import compare, plan_runs, summary_markdown, write_summary
 
     overrides = _config_overrides(args)
     out = overrides.get("out")
     if not out:
         raise ValueError("give --out DIR: the experiment's folder (OUT/<model>/seed<k>/ per run)")
-    model = overrides.get("model")
-    if not model:
-        from .train import load_config
-
-        model = load_config(args.recipe, args.config).model
+    model = overrides.get("model") or load_config(args.recipe, args.config).model
     runs = plan_runs(args.recipe, model, args.seeds, out, overrides, config=args.config)
-    if args.summary:
-        summary = write_summary(out, runs)
-    else:
-        summary = compare(runs, out, jobs=args.jobs)
+    summary = write_summary(out, runs) if args.summary else compare(runs, out, jobs=args.jobs)
     print(summary_markdown(summary), end="")
-    print(
-        f"written: {out}/compare.md, compare.json"
-        + (", compare.png" if (Path(out) / "compare.png").exists() else "")
-    )
+    png = ", compare.png" if (Path(out) / "compare.png").exists() else ""
+    print(f"written: {out}/compare.md, compare.json{png}")
     return 0
 
 
@@ -279,35 +261,24 @@ def _add_weights_source(p: argparse.ArgumentParser) -> None:
         "--checkpoint",
         "--weights",
         dest="weights",
-        default=None,
         metavar="PATH|URL",
         help="weights: a `senet train` checkpoint, a file of save_weights / `senet convert`, or "
         "Cadene / timm / torchvision weights (these need --model)",
     )
-    p.add_argument(
-        "--model", default=None, help="network name (`senet list`), for weights that do not record theirs"
-    )
+    p.add_argument("--model", help="network name (`senet list`), for weights that do not record theirs")
 
 
 def _add_preprocessing_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--crop", type=POSITIVE, default=None, help="centre crop side in pixels (default: the weights' own)"
-    )
+    p.add_argument("--crop", type=POSITIVE, help="centre crop side in pixels (default: the weights' own)")
     p.add_argument(
         "--resize",
         type=POSITIVE,
         default=0,
         help="short side in pixels before the crop (default: the weights' crop fraction, 256 for 224)",
     )
+    p.add_argument("--mean", type=_finite(), nargs=3, help="R G B mean (default: the weights' own)")
     p.add_argument(
-        "--mean", type=_finite(), nargs=3, default=None, help="R G B mean (default: the weights' own)"
-    )
-    p.add_argument(
-        "--std",
-        type=_finite(positive=True),
-        nargs=3,
-        default=None,
-        help="R G B std (default: the weights' own)",
+        "--std", type=_finite(positive=True), nargs=3, help="R G B std (default: the weights' own)"
     )
 
 
@@ -320,23 +291,21 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "with the preprocessing they carry, each part replaceable by --crop/--resize/--mean/--std.",
     )
     _add_weights_source(p)
-    p.add_argument(
-        "--data-dir", required=True, help="ImageFolder tree with val/ or test/, or torchvision CIFAR"
-    )
+    p.add_argument("--data-dir", required=True, help="ImageFolder tree (val/ or test/) or torchvision CIFAR")
     _add_preprocessing_flags(p)
     p.add_argument("--batch-size", type=POSITIVE, default=250, help="images per forward pass (default 250)")
     p.add_argument("--workers", type=COUNT, default=2, help="image-decoding worker processes (default 2)")
     p.add_argument(
         "--flip",
         action="store_true",
-        help="test-time augmentation: average the predictions for each image and its mirror image",
+        help="average the predictions of each image and its mirror image",
     )
     p.add_argument(
         "--ema",
         action="store_true",
-        help="evaluate the checkpoint's weight average (runs trained with --ema-decay)",
+        help="evaluate the weight average (runs trained with --ema-decay)",
     )
-    p.add_argument("--json", default=None, help="where to write the result (default: beside the checkpoint)")
+    p.add_argument("--json", help="where to write the result (default: beside the checkpoint)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -345,20 +314,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.weights:
         raise ValueError("give the weights: --checkpoint PATH (or --model NAME --weights PATH)")
-    r = evaluate(
-        args.weights,
-        args.data_dir,
-        model=args.model,
-        crop=args.crop,
-        resize=args.resize,
-        mean=args.mean,
-        std=args.std,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        flip=args.flip,
-        json_path=args.json,
-        ema=args.ema,
-    )
+    names = "model crop resize mean std batch_size workers flip ema"
+    r = evaluate(args.weights, args.data_dir, json_path=args.json, **_kwargs(args, names))
     if "preprocessing" in r:
         pr = r["preprocessing"]
         size = pr["input_size"][-1]
@@ -389,35 +346,28 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_preprocessing_flags(p)
     p.add_argument("--topk", type=POSITIVE, default=5, help="classes shown per image (default 5)")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .factory import create_model, load_model
     from .predict import expand_images, predict
     from .train.distributed import pick_device
 
     if args.weights:
-        from .factory import load_model
-
         model = load_model(args.weights, args.model)
     elif args.model:
-        from .factory import create_model
-
         model = create_model(args.model)
         print(f"senet predict: no --weights: {args.model} is randomly initialised", file=sys.stderr)
     else:
         raise ValueError("give the network: --checkpoint PATH, or --model NAME [--weights PATH]")
-    model.preprocessing = model.preprocessing.adjusted(
-        crop=args.crop, resize=args.resize, mean=args.mean, std=args.std
-    )
+    model.preprocessing = model.preprocessing.adjusted(**_kwargs(args, "crop resize mean std"))
     files = expand_images(args.images)
     if not files:
         raise ValueError(f"no images found in {' '.join(args.images)}")
-    results = predict(
-        model, files, topk=args.topk, batch_size=args.batch_size, device=args.device or pick_device()
-    )
+    results = predict(model, files, **_kwargs(args, "topk batch_size"), device=args.device or pick_device())
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
@@ -434,7 +384,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _add_recipes(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recipes", help="list the training recipes shipped with senet")
-    p.add_argument("name", nargs="?", default=None, help="print this recipe's resolved config")
+    p.add_argument("name", nargs="?", help="print this recipe's resolved config")
     p.set_defaults(func=_cmd_recipes)
 
 
@@ -451,10 +401,6 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     for name, desc in recipes.items():
         print(f"{name:<{width}}  {desc}")
     return 0
-
-
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_profile]
-COMMANDS += [_add_train, _add_compare, _add_eval, _add_predict, _add_recipes]
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -481,16 +427,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .caffe import convert_caffe
 
     out = convert_caffe(args.model, args.arch, args.out, keep_caffe_input=args.keep_caffe_input)
-    expects = (
-        "BGR 0-255 minus the mean (104, 117, 123)"
-        if args.keep_caffe_input
-        else "RGB [0, 1] normalised with the ImageNet mean/std"
-    )
+    caffe = "BGR 0-255 minus the mean (104, 117, 123)"
+    expects = caffe if args.keep_caffe_input else "RGB [0, 1] normalised with the ImageNet mean/std"
     print(f"{args.arch} written to {out}; it expects {expects} (transform: senet.preprocessing(model))")
     return 0
-
-
-COMMANDS.append(_add_convert)
 
 
 def _add_excite(sub: argparse._SubParsersAction) -> None:
@@ -502,16 +442,14 @@ def _add_excite(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="a `senet train` checkpoint of an SE network")
     p.add_argument("--data-dir", required=True, help="its data set (the val/ or test/ split is used)")
-    p.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: all)")
-    p.add_argument("--blocks", nargs="+", default=None, help="blocks to plot: SE_3_1, 'SE_3_*', module paths")
+    p.add_argument("--classes", nargs="+", help="class names or indices (default: all)")
+    p.add_argument("--blocks", nargs="+", help="blocks to plot: SE_3_1, 'SE_3_*', module paths")
     p.add_argument(
         "--images-per-class", type=POSITIVE, default=50, help="images per class (default 50, as paper)"
     )
-    p.add_argument(
-        "--channels", type=POSITIVE, default=50, help="channels per panel (default 50, as the paper)"
-    )
+    p.add_argument("--channels", type=POSITIVE, default=50, help="channels per panel (default 50, as paper)")
     p.add_argument("--batch-size", type=POSITIVE, default=100, help="images per forward pass (default 100)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--out", default="excite", help="output folder (default ./excite)")
     p.set_defaults(func=_cmd_excite)
 
@@ -520,17 +458,8 @@ def _cmd_excite(args: argparse.Namespace) -> int:
     from .analysis.excite import summary_markdown
     from .analysis.excite_job import excite
 
-    r = excite(
-        args.checkpoint,
-        args.data_dir,
-        classes=args.classes,
-        blocks=args.blocks,
-        images_per_class=args.images_per_class,
-        out=args.out,
-        batch_size=args.batch_size,
-        channels=args.channels,
-        device=args.device,
-    )
+    names = "checkpoint data_dir classes blocks images_per_class out batch_size channels device"
+    r = excite(**_kwargs(args, names))
     print(summary_markdown(r["stats"], r["summary"]))
     print(f"plotted blocks: {', '.join(r['blocks'])}; wrote {len(r['files'])} files to {args.out}")
     return 0
@@ -539,7 +468,7 @@ def _cmd_excite(args: argparse.Namespace) -> int:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="Markdown table of training runs beside the paper's figures")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by `senet train --out DIR`")
-    p.add_argument("--out", default=None, help="write the report to this file (default: print it)")
+    p.add_argument("--out", help="write the report to this file (default: print it)")
     p.add_argument("--json", action="store_true", help="print the runs' figures as JSON instead")
     p.set_defaults(func=_cmd_report)
 
@@ -558,9 +487,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS += [_add_excite, _add_report]
-
-
 def _add_export(sub: argparse._SubParsersAction) -> None:
     from .export import FORMATS
 
@@ -568,10 +494,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="NAME|CHECKPOINT", help="a model name or a `senet train` checkpoint")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx / model.pt / model.pt2")
-    p.add_argument("--input-size", type=POSITIVE, default=None, help="image side (default: the model's own)")
-    p.add_argument(
-        "--weights", default=None, help="state dict to load into NAME (any layout load_weights reads)"
-    )
+    p.add_argument("--input-size", type=POSITIVE, help="image side (default: the model's own)")
+    p.add_argument("--weights", help="state dict to load into NAME (any layout load_weights reads)")
     p.add_argument("--fuse", action="store_true", help="fold BN into the convolutions first")
     p.add_argument("--no-check", action="store_true", help="skip running the file against PyTorch")
     p.set_defaults(func=_cmd_export)
@@ -593,9 +517,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.append(_add_export)
-
-
 def _add_detect(sub: argparse._SubParsersAction) -> None:
     from .fusion.config import DetectConfig
 
@@ -612,15 +533,15 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
         description="Train with a detection recipe; override any field, e.g. --fusion concat --epochs 5.",
     )
-    _add_config_fields(t, getattr(sub, "recipe_defaults", None), DetectConfig)
+    _add_config_fields(t, sub.recipe_defaults, DetectConfig)
     t.set_defaults(func=_cmd_detect_train)
     e = dsub.add_parser("eval", help="COCO mAP / mAP50 of a detection checkpoint")
     e.add_argument("checkpoint", help="a `senet detect train` checkpoint (last.pt / best.pt)")
-    e.add_argument("--data-dir", default=None, help="data folder (default: the run's)")
-    e.add_argument("--split", default=None, help="split to score (default: the run's val_split)")
+    e.add_argument("--data-dir", help="data folder (default: the run's)")
+    e.add_argument("--split", help="split to score (default: the run's val_split)")
     e.add_argument("--limit", type=COUNT, default=0, help="score the first N frames only (0: all)")
     e.add_argument("--batch-size", type=POSITIVE, default=2, help="frames per forward pass (default 2)")
-    e.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    e.add_argument("--device", help="cpu or cuda (default: CUDA when present)")
     e.set_defaults(func=_cmd_detect_eval)
     s = dsub.add_parser("simulate", help="write the simulated RGB + event set (DSEC-Det layout)")
     s.add_argument("--out", required=True, help="folder to write (gets train/ and test/)")
@@ -632,8 +553,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--degrade", type=float, default=0.3, help="fraction of dark / blurred RGB frames")
     s.add_argument("--seed", type=COUNT, default=0)
     s.set_defaults(func=_cmd_detect_simulate)
-    r = dsub.add_parser("recipes", help="list the detection recipes")
-    r.set_defaults(func=_cmd_detect_recipes)
+    dsub.add_parser("recipes", help="list the detection recipes").set_defaults(func=_cmd_detect_recipes)
 
 
 def _cmd_detect_train(args: argparse.Namespace) -> int:
@@ -653,14 +573,7 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
 def _cmd_detect_eval(args: argparse.Namespace) -> int:
     from .fusion.train import detect_eval
 
-    r = detect_eval(
-        args.checkpoint,
-        args.data_dir,
-        args.split,
-        device=args.device,
-        limit=args.limit,
-        batch_size=args.batch_size,
-    )
+    r = detect_eval(**_kwargs(args, "checkpoint data_dir split device limit batch_size"))
     per_class = "  ".join(f"{k} {100 * v:.1f}" for k, v in r["per_class"].items())
     print(
         f"{r['frames']} frames: mAP {100 * r['mAP']:.1f}  mAP50 {100 * r['mAP50']:.1f}  mAP75 "
@@ -679,11 +592,7 @@ def _cmd_detect_simulate(args: argparse.Namespace) -> int:
         args.cifar,
         train_sequences=args.sequences,
         test_sequences=max(1, args.sequences // 3),
-        frames=args.frames,
-        height=args.height,
-        width=args.width,
-        degrade=args.degrade,
-        seed=args.seed,
+        **_kwargs(args, "frames height width degrade seed"),
     )
     print(f"wrote the simulated set to {out} (train/, test/ in the DSEC-Det layout)")
     return 0
@@ -697,7 +606,9 @@ def _cmd_detect_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.append(_add_detect)
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_profile, _add_train]
+COMMANDS += [_add_compare, _add_eval, _add_predict, _add_recipes, _add_convert, _add_excite, _add_report]
+COMMANDS += [_add_export, _add_detect]
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -745,15 +656,12 @@ def _user_error(e: BaseException) -> bool:
     """
     if isinstance(e, OSError):
         return True
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
         return False
-    filename = tb.tb_frame.f_code.co_filename
+    last = frames[-1]
     package = str(Path(__file__).resolve().parent)
-    line = linecache.getline(filename, tb.tb_lineno).strip()
-    return str(Path(filename).resolve()).startswith(package) and line.startswith("raise")
+    return str(Path(last.filename).resolve()).startswith(package) and (last.line or "").startswith("raise")
 
 
 if __name__ == "__main__":

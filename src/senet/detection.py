@@ -39,16 +39,13 @@ def pyramid_indices(
     ``resnet_fpn_backbone`` does; VGG's ``stage3.conv3``; MobileNet's ``stage2``).
     """
     found = [e["reduction"] for e in feature_info]
-    indices = []
     for s in strides:
-        at = [i for i, r in enumerate(found) if r == s]
-        if not at:
+        if s not in found:
             raise ValueError(
                 f"{name} has feature maps at strides {sorted(set(found))}, none at stride {s}: a detection "
                 f"pyramid needs strides {tuple(strides)}; use an ImageNet network (e.g. resnet50)"
             )
-        indices.append(at[-1])
-    return tuple(indices)
+    return tuple(max(i for i, r in enumerate(found) if r == s) for s in strides)
 
 
 def pyramid_extractor(
@@ -96,8 +93,7 @@ class BackboneWithFPN(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = self.body(x)
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
 
 
 def fasterrcnn_fpn(

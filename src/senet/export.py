@@ -38,7 +38,7 @@ def load_for_export(source: str | Path, *, weights: str | Path | None = None) ->
     rebuilds it. A plain state dict needs the name: ``load_for_export(name, weights=path)``.
     """
     from .factory import create_model, load_model
-    from .models import list_models
+    from .models import list_models, model_info
     from .weights import load_weights, read_checkpoint
 
     source = str(source)
@@ -49,8 +49,6 @@ def load_for_export(source: str | Path, *, weights: str | Path | None = None) ->
         return model.eval(), _default_size(model)
     path = Path(source)
     if not path.is_file():
-        from .models import model_info
-
         model_info(source)  # unknown names fail here with close matches
         raise FileNotFoundError(f"{source!r} is neither a registered model name nor a checkpoint file")
     if weights is not None:
@@ -61,11 +59,9 @@ def load_for_export(source: str | Path, *, weights: str | Path | None = None) ->
             f"{path} records no architecture (a plain state dict): name the model and pass the file as "
             f"weights, e.g. `senet export NAME --weights {path} ...`"
         )
-    model = load_model(path)
-    config = meta.get("config")
-    if isinstance(config, dict) and config.get("eval_crop"):
-        return model.eval(), int(config["eval_crop"])
-    return model.eval(), _default_size(model)
+    model = load_model(path).eval()
+    crop = meta["config"].get("eval_crop") if isinstance(meta.get("config"), dict) else None
+    return model, int(crop or _default_size(model))
 
 
 def _default_size(model: nn.Module) -> int:
@@ -86,12 +82,6 @@ def example_input(model: nn.Module, input_size: int | None = None, batch_size: i
     """A random batch of the model's ``in_chans`` at ``input_size`` (default: the model's own)."""
     size = _input_size(model, input_size)
     return torch.randn(batch_size, int(getattr(model, "in_chans", 3)), size, size)
-
-
-def _need(*modules: str) -> None:
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install {' '.join(missing)}")
 
 
 def export_model(
@@ -150,7 +140,9 @@ def export_model(
 def _write(model: nn.Module, fmt: str, x: torch.Tensor, out: Path, big: bool) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     if fmt == "onnx":
-        _need("onnx", "onnxscript")
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install {' '.join(missing)}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(

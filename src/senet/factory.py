@@ -29,16 +29,35 @@ from .weights import IMPLIED_LAYOUT, detect_layout, load_weights, read_checkpoin
 __all__ = ["create_model", "load_model"]
 
 
-def _accepted_keywords(info: ModelInfo) -> set[str] | None:
-    cls = info.network_class
-    if cls is None:
-        return None
-    params = inspect.signature(cls.__init__).parameters.values()
+def _se_config(name: str, info: ModelInfo, overrides: dict[str, Any]) -> SEConfig | None:
+    """The SE configuration ``overrides`` ask for (their SE knobs are taken out of them)."""
+    se_kw = {k: overrides.pop(k) for k in SEConfig.fields() if k in overrides}
+    se = overrides.pop("se", info.se)
+    if isinstance(se, Mapping):
+        se, se_kw = True, {**se, **se_kw}
+    if isinstance(se, SEConfig):
+        return se.replace(**se_kw) if se_kw else se
+    if se:
+        return SEConfig(**se_kw)
+    if se_kw:
+        twin = f" (use {info.twin!r} or se=True)" if info.twin else ""
+        raise ValueError(f"{name} has no SE blocks, so SE options {sorted(se_kw)} do not apply{twin}")
+    return None
+
+
+def _check_keywords(name: str, info: ModelInfo, overrides: dict[str, Any]) -> None:
+    """Refuse keywords the network class does not take (unless it takes ``**kwargs``), listing the options."""
+    if info.network_class is None:
+        return
+    params = inspect.signature(info.network_class.__init__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD} - {
-        "self"
-    }
+        return
+    accepted = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        extra = {"se", *inspect.signature(create_model).parameters} - {"name", "overrides"}
+        options = ", ".join(sorted(accepted | set(SEConfig.fields()) | extra))
+        raise ValueError(f"{name} does not take {', '.join(unknown)}. Options: {options}")
 
 
 def create_model(
@@ -70,54 +89,24 @@ def create_model(
             keyword of the network class (e.g. ``layout="torchvision"``, ``drop_rate``, ``in_chans``).
     """
     info = model_info(name)
-    for key, value in (
-        ("num_classes", num_classes),
-        *((k, overrides[k]) for k in ("in_chans",) if k in overrides),
-    ):
+    for key, value in (("num_classes", num_classes), ("in_chans", overrides.get("in_chans"))):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             hint = " (for features without a classifier: features_only=True)" if key == "num_classes" else ""
             raise ValueError(f"create_model({name!r}): {key}={value!r} must be a whole number >= 1{hint}")
-    se_keys = set(SEConfig.fields())
-    se_kw = {k: overrides.pop(k) for k in list(overrides) if k in se_keys}
-    se = overrides.pop("se", info.se)
-    if isinstance(se, Mapping):
-        se_kw = {**se, **se_kw}
-        se = True
-    if isinstance(se, SEConfig):
-        se_cfg: SEConfig | None = se.replace(**se_kw) if se_kw else se
-    elif se:
-        se_cfg = SEConfig(**se_kw)
-    else:
-        if se_kw:
-            twin = f" (use {info.twin!r} or se=True)" if info.twin else ""
-            raise ValueError(f"{name} has no SE blocks, so SE options {sorted(se_kw)} do not apply{twin}")
-        se_cfg = None
-    accepted = _accepted_keywords(info)
-    if accepted is not None:
-        unknown = sorted(set(overrides) - accepted)
-        if unknown:
-            extra = {"se", *inspect.signature(create_model).parameters} - {"name", "overrides"}
-            options = ", ".join(sorted(accepted | se_keys | extra))
-            raise ValueError(f"{name} does not take {', '.join(unknown)}. Options: {options}")
-    checkpoint = None
-    if weights is not None:
-        sd, meta = read_checkpoint(weights)
-        checkpoint = {"model": sd, **meta}
-        ckpt_classes = (meta.get("create_kwargs") or {}).get("num_classes")
+    se_cfg = _se_config(name, info, overrides)
+    _check_keywords(name, info, overrides)
+    sd, meta = read_checkpoint(weights) if weights is not None else ({}, {})
     reset_classifier = num_classes is not None
-    if num_classes is None:
-        num_classes = ckpt_classes if checkpoint is not None and ckpt_classes else info.num_classes
+    if num_classes is None:  # the checkpoint's width, else the network's default
+        num_classes = (meta.get("create_kwargs") or {}).get("num_classes") or info.num_classes
     model = info.builder(se=se_cfg, num_classes=num_classes, **overrides)
     model.model_name = name  # type: ignore[assignment]
-    model.create_kwargs = {  # type: ignore[assignment]
-        "num_classes": num_classes,
-        "se": se_cfg.as_dict() if se_cfg is not None else False,
-        **overrides,
-    }
+    se = se_cfg.as_dict() if se_cfg is not None else False
+    model.create_kwargs = {"num_classes": num_classes, "se": se, **overrides}  # type: ignore[assignment]
     in_chans = overrides.get("in_chans", info.input_size[0])
     model.preprocessing = default_preprocessing(info.dataset, (in_chans, *info.input_size[1:]))  # type: ignore[assignment]
-    if checkpoint is not None:
-        load_weights(model, checkpoint, reset_classifier=reset_classifier)
+    if weights is not None:
+        load_weights(model, {"model": sd, **meta}, reset_classifier=reset_classifier)
         # RGB weights adapted to another in_chans: the statistics they carry are adapted alike
         model.preprocessing = model.preprocessing.for_channels(in_chans)  # type: ignore[assignment]
     if features_only:

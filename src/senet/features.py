@@ -24,11 +24,6 @@ from .models.common import check_input
 __all__ = ["FeatureExtractor"]
 
 
-def _ancestors(path: str) -> list[str]:
-    parts = path.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
 def _units(module: nn.Module, containers: set[str], prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The modules that run one after the other in ``module``, in order: its children, with the
     ``containers`` (paths of ``nn.Sequential`` children holding feature modules) opened up."""
@@ -73,11 +68,8 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"{name} does not declare feature_info, so features_only is not available")
         n = len(info)
         out_indices = tuple(range(1, n)) if out_indices is None else tuple(out_indices)
-        if (
-            not out_indices
-            or any(not 0 <= i < n for i in out_indices)
-            or sorted(set(out_indices)) != list(out_indices)
-        ):
+        # increasing and within 0..n-1: what is left after sorting the ones in range
+        if not out_indices or list(out_indices) != sorted(set(out_indices) & set(range(n))):
             raise ValueError(
                 f"out_indices={out_indices} must be increasing stage indices in 0..{n - 1} for {name}"
             )
@@ -93,15 +85,14 @@ class FeatureExtractor(nn.Module):
         self.return_layers = [info[i]["module"] for i in out_indices]
         self.preprocessing = getattr(model, "preprocessing", None)
         modules = [entry["module"] for entry in info]
-        containers = {a for m in modules for a in _ancestors(m)}
+        # every dotted prefix of a feature module's path: containers to open up
+        containers = {m.rsplit(".", k)[0] for m in modules for k in range(1, m.count(".") + 1)}
         for path in sorted(containers | set(modules)):
             try:
                 sub = model.get_submodule(path)
             except AttributeError:
                 raise ValueError(f"{name}: feature module {path!r} is not a module of the network") from None
-            if path in containers and (
-                not isinstance(sub, nn.Sequential) or type(sub).forward is not nn.Sequential.forward
-            ):
+            if path in containers and type(sub).forward is not nn.Sequential.forward:
                 raise ValueError(f"{name}: feature modules lie inside {path!r}, not an nn.Sequential")
         units = _units(model, containers)
         ends = []  # per feature_info entry: index of the last unit computing its module's output
@@ -126,8 +117,7 @@ class FeatureExtractor(nn.Module):
         self.frozen = self._units[: ends[frozen_stages] + 1] if frozen_stages >= 0 else []
         self.norm_eval = norm_eval
         for stage in self.frozen:
-            for p in self.get_submodule(stage).parameters():
-                p.requires_grad_(False)
+            self.get_submodule(stage).requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> FeatureExtractor:

@@ -19,13 +19,11 @@ Channels-last: on CPU, oneDNN convolutions on NCHW tensors reorder every input t
 on each call; in NHWC they do not. ``channels_last=None`` picks the measured default of
 :func:`prefers_channels_last` (see docs/performance.md for the figures).
 
-Prepacking: an eager ``F.conv2d`` on CPU also reorders the *weight* into oneDNN's blocked layout on
-every call. At batch 1 that reorder is a large part of a convolution's time (ResNet-50 reads 100 MB
-of weights a pass). :class:`PrepackedConv2d` keeps a reordered copy of its weight (made on the first
-CPU call, remade when the weight changes) and runs oneDNN's convolution on it -- the op
-``torch.compile`` uses for frozen CPU graphs. Where that op does not apply (another device or dtype,
-autocast, autograd, tracing or compiling) it is an ordinary ``nn.Conv2d``; its parameters and
-state dict are the Conv2d's.
+Prepacking: an eager ``F.conv2d`` on CPU also reorders the *weight* on every call, a large part of
+a convolution's time at batch 1 (ResNet-50 reads 100 MB of weights a pass). :class:`PrepackedConv2d`
+keeps a reordered copy (remade when the weight changes) for oneDNN's convolution -- the op
+``torch.compile`` uses for frozen CPU graphs -- and is an ordinary ``nn.Conv2d`` wherever that op
+does not apply (another device or dtype, autocast, autograd, tracing or compiling).
 """
 
 from __future__ import annotations
@@ -43,12 +41,9 @@ __all__ = ["PrepackedConv2d", "conv_bn_pairs", "fold_bn", "fuse_for_inference", 
 
 
 def prefers_channels_last(device: torch.device | str) -> bool:
-    """Whether ``fuse_for_inference`` converts to channels-last by default on ``device``.
-
-    CPU: yes -- fused ResNet-50 / SE-ResNet-50 / SE-ResNeXt-50 inference in channels-last is
-    faster at batch 1 and 16 (``benchmarks/bench_inference.py``; figures in docs/performance.md).
-    Other devices: no (not measured here; pass ``channels_last=True`` to opt in).
-    """
+    """Whether ``fuse_for_inference`` converts to channels-last by default on ``device``: on CPU
+    (faster at batch 1 and 16, ``benchmarks/bench_inference.py``, docs/performance.md), not elsewhere
+    (not measured; pass ``channels_last=True`` to opt in)."""
     return torch.device(device).type == "cpu"
 
 
@@ -173,18 +168,9 @@ class PrepackedConv2d(nn.Conv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> PrepackedConv2d:
         """A PrepackedConv2d with ``conv``'s hyper-parameters and the very same parameters."""
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            conv.padding_mode,
-            device="meta",
-        )
+        hyper = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+        kwargs = {k: getattr(conv, k) for k in (*hyper, "padding_mode")}
+        new = cls(**kwargs, bias=conv.bias is not None, device="meta")
         new.weight, new.bias = conv.weight, conv.bias
         new.train(conv.training)
         return new
@@ -218,28 +204,20 @@ class PrepackedConv2d(nn.Conv2d):
         shape = tuple(x.shape)
         packed = cache.get(shape)
         if packed is None:
-            args = (list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape))
-            packed = torch.ops.mkldnn._reorder_convolution_weight(w.detach(), *args)
+            packed = torch.ops.mkldnn._reorder_convolution_weight(w.detach(), *self._geometry(), list(shape))
             kept = list(cache.items())[max(0, len(cache) + 1 - self.max_packed) :]  # oldest dropped
             self.__dict__.update(_packed=dict([*kept, (shape, packed)]), _packed_version=version)
         return packed
+
+    def _geometry(self) -> tuple[list[int], list[int], list[int], int]:
+        return list(self.padding), list(self.stride), list(self.dilation), self.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._prepacked(x):
             return super().forward(x)
         bias = None if self.bias is None else self.bias.detach()
-        return torch.ops.mkldnn._convolution_pointwise(
-            x,
-            self._packed_weight(x),
-            bias,
-            list(self.padding),
-            list(self.stride),
-            list(self.dilation),
-            self.groups,
-            "none",
-            [],
-            "",
-        )
+        weight = self._packed_weight(x)
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *self._geometry(), "none", [], "")
 
     def __getstate__(self) -> dict[str, Any]:
         # an opaque oneDNN tensor cannot be copied or pickled; it is remade on the next call

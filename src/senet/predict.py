@@ -50,15 +50,11 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line)
 
 
-def _num_outputs(model: nn.Module) -> int | None:
-    fc = getattr(model, "fc", None)
-    return fc.out_features if isinstance(fc, nn.Linear) else None
-
-
 def class_names(model: nn.Module) -> list[str]:
     """Names of ``model``'s outputs: those its checkpoint recorded (``model.class_names``, the
     training data's class folders), ImageNet's for a 1000-way classifier, else ``"0"``, ``"1"``, ..."""
-    n = _num_outputs(model)
+    fc = getattr(model, "fc", None)
+    n = fc.out_features if isinstance(fc, nn.Linear) else None
     names = getattr(model, "class_names", None)
     if names and (n is None or len(names) == n):
         return [str(c) for c in names]

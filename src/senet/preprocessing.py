@@ -63,8 +63,7 @@ class Preprocessing:
         return cls(**d)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def adjusted(
         self,

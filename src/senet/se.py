@@ -1,19 +1,11 @@
 """The Squeeze-and-Excitation block (paper Sec. 3) and every variant of its ablation study (Sec. 7).
 
-One module serves every network of the package: the variants are arguments, not copies.
-
-* squeeze: global average pooling (the paper), global max pooling (Sec. 7, Table 11) or none
-  (the NoSqueeze variant of Sec. 7.1: the two 1x1 convolutions run on the full feature map, so the
-  excitation map keeps its spatial size and the parameter count is unchanged);
-* excitation: two fully connected layers written as 1x1 convolutions with bias (as in the official
-  release), ReLU between, then a gate: sigmoid (the paper), tanh or ReLU (Table 12), or ``2*sigmoid``
-  whose value at zero is exactly 1 (used by ``init="identity"`` to add SE to trained networks);
-* width: ``channels // reduction`` hidden units, at least one, with no rounding (the paper and the
-  release); ``divisor=8`` reproduces timm's and mmpretrain's rounding for weight compatibility;
-* dims: the block recalibrates 2-D feature maps (N, C, H, W) by default, 1-D ones (N, C, L: audio,
-  sequences) with ``dims=1`` and 3-D ones (N, C, T, H, W: video) with ``dims=3``. The squeeze averages
-  over every spatial dimension (Eq. 2 with H x W replaced by L or T x H x W); the FC layers are
-  1x1 (x1) convolutions of the matching rank, so state dicts look like the release's.
+One module serves every network of the package: the variants are arguments, not copies
+(:class:`SEBlock`): squeeze by average or max pooling or none (NoSqueeze, Sec. 7.1, Table 11); an
+excitation of two FC layers written as 1x1 convolutions with bias (as in the official release, so
+state dicts look like it) and a sigmoid, tanh, ReLU (Table 12) or ``2*sigmoid`` gate; hidden width
+``channels // reduction`` as in the paper, or rounded as timm does (``divisor=8``); 1-D, 2-D or 3-D
+feature maps (audio, images, video: the squeeze averages over every spatial dimension, Eq. 2).
 
 :class:`SEConfig` gathers these block options together with the network-level ones (where the block
 sits: ``integration``, ``position``, ``stages``) so that every SE network takes the same knobs.
@@ -44,11 +36,9 @@ __all__ = ["SEBlock", "SEConfig", "ScaledSigmoid", "se_random_stream", "se_width
 
 
 def se_width(channels: int, reduction: int, divisor: int = 1) -> int:
-    """Hidden width of the excitation: ``channels // reduction`` (at least 1), as in the paper.
-
-    With ``divisor > 1`` the width is rounded to the nearest multiple of ``divisor`` (never below
-    ``divisor``), which is what timm and mmpretrain do; the paper does not round.
-    """
+    """Hidden width of the excitation: ``channels // reduction`` (at least 1), as in the paper; with
+    ``divisor > 1`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``), as timm and
+    mmpretrain do."""
     if divisor <= 1:
         return max(1, channels // reduction)
     v = channels / reduction
@@ -57,13 +47,9 @@ def se_width(channels: int, reduction: int, divisor: int = 1) -> int:
 
 @contextmanager
 def se_random_stream() -> Iterator[None]:
-    """Draw SE parameters from a random stream of their own, leaving the global one untouched.
-
-    Inside, the CPU generator is a forked copy re-seeded from one draw of the global stream; on
-    leaving, the global stream is exactly where it was. So every layer an SE network shares with
-    its plain twin gets, for the same seed, the same initial weights as in the twin: a paired
-    SE-vs-plain run (``senet compare``) differs in the SE blocks only.
-    """
+    """Draw SE parameters from a random stream of their own (a forked CPU generator re-seeded from
+    one draw of the global stream, which is then restored), so every layer an SE network shares with
+    its plain twin gets the twin's initial weights for the same seed (``senet compare``)."""
     with torch.random.fork_rng(devices=[]):
         seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())  # also inside torch.device("meta")
         torch.random.default_generator.manual_seed(seed ^ 0x5E5E5E5E)
@@ -84,18 +70,15 @@ class ScaledSigmoid(nn.Module):
         return f"scale={self.scale}"
 
 
-def _gate(name: str) -> nn.Module:
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "relu":
-        return nn.ReLU()
-    return ScaledSigmoid(2.0)
+_GATES: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "sigmoid2x": ScaledSigmoid,  # 2 * sigmoid: exactly 1 at zero (init="identity")
+}
 
 
-def _choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
-    allowed = tuple(allowed)
+def _choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"SE option {name}={value!r} is not one of {allowed}")
 
@@ -151,7 +134,7 @@ class SEBlock(nn.Module):
             self.fc1 = conv(channels, self.hidden, 1, bias=bias)
             self.act = nn.ReLU(inplace=True)
             self.fc2 = conv(self.hidden, channels, 1, bias=bias)
-        self.gate = _gate(excitation)
+        self.gate = _GATES[excitation]()
         if init == "identity":
             nn.init.zeros_(self.fc2.weight)
             if self.fc2.bias is not None:
@@ -182,23 +165,16 @@ class SEBlock(nn.Module):
         return self.expand(self.excitation(z))
 
     def excitation(self, z: torch.Tensor) -> torch.Tensor:
-        """The gates (N, C) of squeezed descriptors ``z`` (N, C): Eq. 3.
-
-        The FC layers keep the release's 1x1-convolution parameter shapes but run as matrix
-        products on the (N, C) vector: oneDNN's convolution of a 1x1 map is up to 1000x slower for
-        narrow SE layers (e.g. 16 -> 1 channels in CIFAR networks).
-        """
+        """The gates (N, C) of squeezed descriptors ``z`` (N, C), Eq. 3: the 1x1-convolution weights run
+        as matrix products (oneDNN's convolution of a 1x1 map is up to 1000x slower for narrow SE layers,
+        e.g. 16 -> 1 channels in CIFAR networks)."""
         h = self.act(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
         return self.gate(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
 
     def forward(self, x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
-        """``x * s`` (Eq. 4).
-
-        ``inplace=True`` lets the block write the result into ``x`` when nothing else needs the
-        original: a caller that owns ``x`` -- a residual unit scaling its own branch output --
-        saves allocating a feature map, which on CPU costs more than the multiplication itself
-        (docs/performance.md). It still copies when autograd records the step (training) and when
-        a forward hook on this block will be shown its input.
+        """``x * s`` (Eq. 4); ``inplace=True`` writes it into ``x`` (for a caller that owns ``x``, such as
+        a residual unit scaling its branch output: on CPU a new feature map costs more than the
+        product, docs/performance.md), unless autograd records the step or a forward hook sees ``x``.
         """
         s = self.excite(x)
         if (
@@ -214,16 +190,12 @@ class SEBlock(nn.Module):
     ) -> torch.Tensor:
         """``relu(x * s(x) + shortcut)``: the end of a post-activation SE residual unit (Fig. 3).
 
-        When autograd records the step, this runs as one operation with a hand-written backward
-        (:class:`_SEScaleAddReLU`) that saves only ``x``, the gates and the output, and computes
-        the gradient of ``x`` -- through the scaling and through the squeeze -- in one pass; the
-        generic chain (mean, mul, add, relu) materialises the squeeze's gradient and sums two
-        feature-map gradients, and turned a channels-last network's gradients contiguous (an
-        SE-ResNet-56 step took 1.24x its plain twin's on CPU; 1.03-1.06x with this). The same
-        function is computed (tests compare logits and gradients). Other cases -- no gradient,
-        max/no squeeze, hooks on this block, tracing or compiling (the compiler fuses by itself)
-        -- take the generic chain, in place where allowed (``inplace=False``: never into ``x``, which
-        a hook on the module that produced it may hold).
+        When autograd records the step, this is one operation with a hand-written backward
+        (:class:`_SEScaleAddReLU`: it saves ``x``, the gates and the output and computes the gradient
+        of ``x`` in one pass; the generic chain made an SE-ResNet-56 step 1.24x its plain twin's on
+        CPU, this 1.03-1.06x). Other cases -- no gradient, max/no squeeze, hooks on this block,
+        tracing or compiling -- take the generic chain, in place where allowed (``inplace=False``:
+        never into ``x``, which a hook on the module that produced it may hold).
         """
         if (
             torch.is_grad_enabled()
@@ -329,10 +301,8 @@ class SEConfig:
         if self.position == "3x3" and self.integration != "standard":
             raise ValueError("SE option position='3x3' works with integration='standard' only")
         if self.stages is not None:
-            if isinstance(self.stages, int):
-                object.__setattr__(self, "stages", frozenset({self.stages}))
-            else:
-                object.__setattr__(self, "stages", frozenset(int(s) for s in self.stages))
+            stages = (self.stages,) if isinstance(self.stages, int) else self.stages
+            object.__setattr__(self, "stages", frozenset(int(s) for s in stages))
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -340,21 +310,10 @@ class SEConfig:
         return tuple(cls.__dataclass_fields__)
 
     def block(self, channels: int, dims: int = 2) -> SEBlock:
-        """An :class:`SEBlock` for ``channels`` with this configuration, for ``dims``-D feature maps.
-
-        ``dims`` is a property of the place the block goes, not a knob of the network, so it is an
-        argument here rather than a field.
-        """
-        return SEBlock(
-            channels,
-            self.reduction,
-            squeeze=self.squeeze,
-            excitation=self.excitation,
-            bias=self.bias,
-            divisor=self.divisor,
-            init=self.init,
-            dims=dims,
-        )
+        """An :class:`SEBlock` for ``channels`` with this configuration, for ``dims``-D feature maps
+        (a property of the place the block goes, not a knob of the network, so not a field)."""
+        block_options = ("reduction", "squeeze", "excitation", "bias", "divisor", "init")
+        return SEBlock(channels, dims=dims, **{k: getattr(self, k) for k in block_options})
 
     def in_stage(self, stage: int) -> bool:
         """Whether stage ``stage`` gets SE blocks."""

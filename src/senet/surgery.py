@@ -4,82 +4,55 @@ The places are found from the network's *structure*, not from a list of known cl
 traced with ``torch.fx`` (in eval mode; modules of ``torch.nn`` and SE blocks are leaves) and its
 graph is searched for
 
-* **residual units** -- an addition of two tensors that come from different paths out of one fork,
-  one of them a branch that ends (after layer scales, dropout or drop-path) in a convolution or a
-  normalisation, possibly followed by a layout permutation (ConvNeXt). Where SE goes follows
-  ``integration`` (paper Fig. 5): ``"standard"`` on the branch after its last layer, before the
-  summation (Fig. 3); ``"pre"`` on the branch input; ``"post"`` after the summation and the
-  non-linearity that follows it, if any; ``"identity"`` on the shortcut, in parallel to the branch;
+* **residual units** -- a sum of two tensors from different paths out of one fork, one of them a
+  branch that ends (after layer scales, dropout or drop-path) in a convolution or a normalisation,
+  possibly followed by a layout permutation. ``integration`` (Fig. 5) says where SE goes:
+  ``"standard"`` on the branch after its last layer, before the sum (Fig. 3; ConvNeXt: after the
+  permutation back to (N, C, H, W), before the layer scale); ``"pre"`` on the branch input;
+  ``"post"`` after the sum and the non-linearity that follows it, if any; ``"identity"`` on the
+  shortcut, in parallel to the branch;
 * **plain chains** -- a convolution, a normalisation and a non-linearity in a row, each read only by
-  the next: SE goes after the non-linearity (Sec. 3.3, VGG-like plain networks; the paper's rule for
-  Inception modules is "after the concatenation", which this generic search does not single out).
+  the next: SE after the non-linearity (Sec. 3.3, VGG-like networks; DenseNet, which concatenates,
+  is one too. The paper's Inception rule, "after the concatenation", is not searched for).
 
-``where="auto"`` (default) uses the residual units of a network that has any and the plain chains
-of one that has none -- so a ResNet's stem gets no SE, as in the paper's SE-ResNets and the release;
-``"residual"`` and ``"plain"`` pick one kind (``"plain"`` then skips chains inside residual branches
-and shortcuts). ``where`` also takes a callable ``(module name, module) -> bool`` or a list of
-``fnmatch`` patterns of module names: SE then goes right after every module selected (full control;
-``integration`` must stay ``"standard"``). The width of each block is read from the graph (channels
-are followed through permutations and channels-last linear layers) and its rank from the
-convolutions: ``dims=1`` for ``Conv1d`` networks (N, C, L), ``dims=3`` for video (N, C, T, H, W).
+``where="auto"`` uses the residual units of a network that has any, else its plain chains (so a
+ResNet's stem gets no SE, as in the paper's SE-ResNets); ``"plain"`` skips chains inside residual
+units. Each block's width and rank (``dims=1`` for (N, C, L), 3 for video) are read from the graph.
+Networks that already have squeeze-and-excitation (found by structure: EfficientNet, RegNetY,
+MobileNetV3, ...) are refused by ``where="auto"``. A submodule that ``torch.fx`` cannot trace is kept
+whole (no SE inside) and named in a warning -- senet's CIFAR zero-padding shortcuts, for instance.
 
-Tested on torchvision ResNet / ResNeXt / Wide ResNet, VGG-BN, MobileNetV2, DenseNet-121, ConvNeXt,
-video R3D-18, timm ResNets, senet's own plain networks and small hand-written 1-D / 2-D CNNs.
-
-* ConvNeXt: the residual branch ends in a channels-last ``Linear`` and a permutation back to
-  (N, C, H, W); "standard" SE goes after that permutation, before the layer scale gamma (a
-  per-channel scale that multiplies the gates; the branch has no final normalisation).
-* DenseNet (concatenation, no summation) is a plain network here: SE after every conv-BN-ReLU,
-  i.e. after the bottleneck 1x1 of each dense layer and after the stem.
-* Networks that already have squeeze-and-excitation (torchvision EfficientNet, RegNetY,
-  MobileNetV3, timm SE-ResNets; found by structure: global pool -> FC -> non-linearity -> FC ->
-  gate -> multiplication with the pooled map) are refused by ``where="auto"`` with a message naming
-  their SE modules; an explicit ``where`` is obeyed.
-* A model whose own forward ``torch.fx`` cannot trace (data-dependent control flow) is refused with
-  a one-line error naming the module that stopped the trace; a *submodule* that stops it is kept
-  whole (one leaf of the graph: no SE inside it) and named in a warning -- senet's CIFAR ResNets'
-  zero-padding shortcuts, for instance. senet's own input check is skipped while tracing.
-
-How the blocks are added. The code of the network is not changed where it can be avoided: the
-module that the SE block must follow is replaced by a small container that calls it and then the
-block (:class:`BNThenSE` for batch norms, :class:`ActThenSE` for non-linearities,
-:class:`ModuleThenSE` otherwise); for "pre" the first module of the branch is replaced by
-:class:`SEThenModule`. When the output to recalibrate is made by a shared module or by a function
-(the sum of a residual unit), the innermost module that returns it is wrapped instead (for "post",
-the whole residual unit). Only a place with no module on it at all -- the identity shortcut of
-``integration="identity"`` -- is handled by rewriting the unit that contains it as a
-``torch.fx.GraphModule`` (same class name and parameter names, plus an ``se`` child); units whose
-own code depends on the train/eval mode are not rewritten (a warning names them). SE blocks are
-ordinary registered submodules: they appear in ``model.modules()``, are saved in ``state_dict()``,
-follow ``.to()``, and survive ``copy.deepcopy``, ``pickle``, ``torch.compile`` and ONNX export.
+The module that a block must follow is replaced by a container that calls it and then the block
+(:class:`BNThenSE`, :class:`ActThenSE`, :class:`ModuleThenSE`; :class:`SEThenModule` for "pre"); an
+output made by a shared module or a function (a sum) is recalibrated by wrapping the innermost module
+that returns it (for "post", the whole unit). Only the identity shortcut of "identity" has no module
+to wrap: the unit containing it is rewritten as a ``torch.fx.GraphModule`` (same class name and
+parameter names, plus an ``se`` child) unless its code depends on the train/eval mode. SE blocks
+are ordinary submodules, so they survive ``copy.deepcopy``, ``pickle``, ``torch.compile`` and ONNX.
 
 State-dict keys after insertion (ResNet-50 shown; ``bn2`` for a BasicBlock)::
 
-    layer1.0.bn3.weight        -> layer1.0.bn3.bn.weight  (likewise bias, running_mean, running_var,
-                                                           num_batches_tracked)
+    layer1.0.bn3.weight        -> layer1.0.bn3.bn.weight  (likewise the other BN keys)
     (new)                         layer1.0.bn3.se.fc1.weight, .fc1.bias, .fc2.weight, .fc2.bias
     VGG: features.2 (a ReLU, no state)  ->  features.2.se.fc1.weight, ... (conv/BN keys unchanged)
     other wrapped modules:  <name>.<key>  ->  <name>.module.<key>, new <name>.se.*
     integration="identity" on an identity shortcut:  new layer1.0.se.*, other keys unchanged
 
-A checkpoint of the network *without* SE (e.g. torchvision's pretrained weights) still loads: the
-old keys are renamed on load by the containers, so ``model.load_state_dict(plain, strict=False)``
-reports exactly the SE parameters as missing. Loading the pretrained weights first and calling
-``insert_se(model, init="identity")`` afterwards gives the same network.
-
+A checkpoint without SE (e.g. torchvision's pretrained weights) still loads, the containers rename
+its keys: ``load_state_dict(plain, strict=False)`` reports exactly the SE parameters as missing.
 ``init="identity"`` makes each new block the exact identity (zero ``fc2``, gate ``2*sigmoid``), so a
-trained network keeps its outputs until fine-tuning moves them; the default initialises the SE
-convolutions He-normal like every senet network (:func:`senet.models.common.init_weights`).
+trained network keeps its outputs until fine-tuning moves them; the default is He-normal.
 
-Stages (``stages=``): modules named ``layer1`` .. ``layer4`` (torchvision, timm and senet ResNets)
-are conv2_x .. conv5_x = 2 .. 5 as in the paper; elsewhere a plain chain's stage is 1 + the number
-of pooling layers before it (VGG: the five blocks between max-pools, 1 .. 5).
+Stages (``stages=``): modules ``layer1`` .. ``layer4`` (torchvision, timm and senet ResNets) are
+conv2_x .. conv5_x = 2 .. 5 as in the paper; elsewhere a plain chain's stage is 1 + the number of
+pooling layers before it (VGG: 1 .. 5).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import operator
 import re
 import sys
@@ -115,7 +88,7 @@ _RESNET_STAGE = re.compile(r"(?:^|\.)layer([1-4])\.")
 
 
 class _WithSE(nn.Module):
-    """One existing module (attribute ``inner``) and an SE block (``se``).
+    """One existing module (attribute ``inner``) followed by an SE block (``se``).
 
     State dicts written before the insertion load too: ``<prefix>key`` is read as
     ``<prefix><inner>.key`` when the new key is absent.
@@ -128,16 +101,7 @@ class _WithSE(nn.Module):
         setattr(self, self.inner, module)  # registered first: it runs first
         self.se = se
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # ``load_state_dict`` hands every module its own copy of the dict, so renaming here leaves
         # the caller's checkpoint untouched.
         for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -145,9 +109,10 @@ class _WithSE(nn.Module):
             new = f"{prefix}{self.inner}.{rest}"
             if rest.split(".", 1)[0] not in (self.inner, "se") and new not in state_dict:
                 state_dict[new] = state_dict.pop(key)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.se(getattr(self, self.inner)(*args, **kwargs))
 
 
 class BNThenSE(_WithSE):
@@ -159,34 +124,21 @@ class BNThenSE(_WithSE):
 
     inner = "bn"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.bn(x))
-
 
 class ActThenSE(_WithSE):
     """A non-linearity followed by SE: ``se(act(x))`` (plain networks, Sec. 3.3)."""
 
     inner = "act"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.act(x))
-
 
 class ModuleThenSE(_WithSE):
     """Any module followed by SE: ``se(module(...))`` -- e.g. a whole residual unit for
     ``integration="post"`` (Fig. 5c), or the last layer of a branch that is not a batch norm."""
 
-    inner = "module"
-
-    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.se(self.module(*args, **kwargs))
-
 
 class SEThenModule(_WithSE):
     """SE on the input of a module: ``module(se(x), ...)`` -- the first layer of a residual branch
     for ``integration="pre"`` (Fig. 5b), so that the shortcut still sees the unscaled input."""
-
-    inner = "module"
 
     def __init__(self, module: nn.Module, se: SEBlock) -> None:
         nn.Module.__init__(self)
@@ -240,24 +192,18 @@ class _Tracer(fx.Tracer):
 
 
 def _skip_check(*args: Any, **kwargs: Any) -> None:
-    """Stands in for input checks while tracing: they test a real tensor, not an ``fx.Proxy``."""
-
-
-_INPUT_CHECKS: tuple[Callable[..., Any], ...] = (check_input,)
+    """Stands in for ``check_input`` while tracing: it tests a real tensor, not an ``fx.Proxy``."""
 
 
 @contextmanager
-def _tracing(model: nn.Module) -> Iterator[None]:
-    """Eval mode, and senet's input checks skipped, for the duration of a trace."""
+def _tracing(model: nn.Module, train: bool) -> Iterator[None]:
+    """Eval (or train) mode, and senet's input check skipped, for the duration of a trace."""
     modes = [(m, m.training) for m in model.modules()]
-    owners = {sys.modules.get(c.__module__) for m in model.modules() for c in type(m).__mro__}
-    patched = []
-    for mod in owners:
-        for name, value in list(vars(mod).items()) if mod is not None else ():
-            if any(value is f for f in _INPUT_CHECKS):
-                patched.append((mod, name, value))
-                setattr(mod, name, _skip_check)
-    model.eval()
+    owners = {sys.modules.get(c.__module__) for m in model.modules() for c in type(m).__mro__} - {None}
+    patched = [(mod, k, v) for mod in owners for k, v in vars(mod).items() if v is check_input]
+    for mod, name, _ in patched:
+        setattr(mod, name, _skip_check)
+    model.train(train)
     try:
         yield
     finally:
@@ -278,9 +224,7 @@ def _trace(
     the module that did."""
     while True:
         tracer = _Tracer(opaque)
-        with _tracing(model):
-            if train:
-                model.train()
+        with _tracing(model, train):
             try:
                 return tracer.trace(model), tracer
             except Exception as e:  # noqa: BLE001 - any error of user code stops the trace
@@ -301,59 +245,42 @@ def _trace(
 
 
 # --------------------------------------------------------------------------------------------------
-# What the nodes are
+# What the nodes are. Operator tables hold both functions (``call_function`` targets) and method
+# names (``call_method`` targets): a function never equals a name, so one membership test serves.
 
-_ADD = (operator.add, operator.iadd, torch.add)
-_MUL = (operator.mul, operator.imul, torch.mul)
-_ELEMENTWISE = (*_ADD, *_MUL, operator.sub, operator.truediv, torch.sub, torch.div)
+_ADD = (operator.add, operator.iadd, torch.add, "add", "add_")
+_MUL = (operator.mul, operator.imul, torch.mul, "mul", "mul_")
 _NORMS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
-_NORM_FUNCTIONS = (F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm)
-_ACTS = (
-    nn.ReLU,
-    nn.Hardtanh,  # ReLU6
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Softplus,
+_NORM_OPS = (F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm)
+_ACTS = tuple(  # Hardtanh: ReLU6
+    getattr(nn, name)
+    for name in "ReLU Hardtanh LeakyReLU PReLU ELU SELU CELU GELU SiLU Mish Hardswish Softplus".split()
 )
-_ACT_FUNCTIONS = (
-    F.relu,
-    F.relu_,
-    torch.relu,
-    torch.relu_,
-    F.relu6,
-    F.leaky_relu,
-    F.elu,
-    F.selu,
-    F.gelu,
-    F.silu,
-    F.mish,
-    F.hardswish,
-    F.hardtanh,
-)
-_ACT_METHODS = ("relu", "relu_")
+_ACT_FUNCTIONS = "relu relu_ relu6 leaky_relu elu selu gelu silu mish hardswish hardtanh".split()
+_ACT_OPS = (*(getattr(F, name) for name in _ACT_FUNCTIONS), torch.relu, torch.relu_, "relu", "relu_")
 _GATES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, ScaledSigmoid)
-_GATE_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
-_GATE_METHODS = ("sigmoid", "sigmoid_", "tanh")
+_GATE_OPS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh, "sigmoid", "sigmoid_", "tanh")
 _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
-_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-_POOL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
-_GLOBAL_POOLS = (
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-_SAME_CHANNELS = (*_ACTS, *_GATES, *_PASS_MODULES, *_POOLS, *_GLOBAL_POOLS, nn.Upsample)
-_LAYOUT_METHODS = ("contiguous", "clone", "to", "float", "type_as", "permute", "reshape", "view", "flatten")
+_POOLS = tuple(getattr(nn, f"{kind}Pool{d}d") for kind in ("Max", "Avg") for d in (1, 2, 3))
+_POOL_OPS = tuple(getattr(F, f"{kind}_pool{d}d") for kind in ("max", "avg") for d in (1, 2, 3))
+_GLOBAL_POOLS = tuple(getattr(nn, f"Adaptive{kind}Pool{d}d") for kind in ("Avg", "Max") for d in (1, 2, 3))
+_SAME_CHANNELS = (*_ACTS, *_GATES, *_PASS_MODULES, *_POOLS, *_GLOBAL_POOLS, nn.Upsample, nn.LayerNorm)
+_TENSOR_OPS = ("contiguous", "clone", "to", "float", "type_as")
+_RESHAPES = ("permute", "reshape", "view", "flatten", torch.permute, torch.reshape, torch.flatten)
+_ELEMENTWISE = (*_ADD, *_MUL, operator.sub, operator.truediv, torch.sub, torch.div)
+# operations that keep the channels of their (first feature-map) input where they are
+_SAME_CHANNEL_OPS = (*_TENSOR_OPS, *_ELEMENTWISE, *_ACT_OPS, *_NORM_OPS, *_GATE_OPS)
+# what a node may be (see _Graph.isa): kind -> (module classes, functions and method names)
+_KINDS: dict[str, tuple[tuple[type, ...], tuple[Any, ...]]] = {
+    "add": ((), _ADD),
+    "mul": ((), _MUL),
+    "act": (_ACTS, _ACT_OPS),
+    "gate": (_GATES, _GATE_OPS),
+    "norm": (_NORMS, _NORM_OPS),
+    "pool": (_POOLS, _POOL_OPS),
+    "layout": ((), (*_TENSOR_OPS, *_RESHAPES)),
+    "mean": ((), (torch.mean, torch.amax, "mean", "amax")),
+}
 _DROP_PATH_NAMES = ("stochastic_depth", "drop_path")
 
 
@@ -382,17 +309,12 @@ class _Graph:
         self.pool_bits = 0
         self.info: dict[fx.Node, _Fmap | None] = {}
         for n in self.nodes:
-            bits = 0
-            for a in n.all_input_nodes:
-                bits |= self.anc[a] | self.bit(a)
-            self.anc[n] = bits
+            bits = self.anc[n] = functools.reduce(operator.or_, map(self.incl, n.all_input_nodes), 0)
             if n.op == "placeholder" or bits & self.feature:
                 self.feature |= self.bit(n)
             if isinstance(self.module(n), _ConvNd):
                 self.conv_bits |= self.bit(n)
-            if isinstance(self.module(n), _POOLS) or (
-                n.op == "call_function" and n.target in _POOL_FUNCTIONS
-            ):
+            if self.isa(n, "pool"):
                 self.pool_bits |= self.bit(n)
             self.info[n] = self._infer(n)
 
@@ -414,32 +336,12 @@ class _Graph:
 
     # -- classification -------------------------------------------------------------------------
 
-    def is_add(self, n: fx.Node) -> bool:
-        return (n.op == "call_function" and n.target in _ADD) or (
-            n.op == "call_method" and n.target in ("add", "add_")
+    def isa(self, n: fx.Node, kind: str) -> bool:
+        """``n`` calls a module, function or method of ``kind`` (a key of ``_KINDS``)."""
+        modules, ops = _KINDS[kind]
+        return isinstance(self.module(n), modules) or (
+            n.op in ("call_function", "call_method") and n.target in ops
         )
-
-    def is_mul(self, n: fx.Node) -> bool:
-        return (n.op == "call_function" and n.target in _MUL) or (
-            n.op == "call_method" and n.target in ("mul", "mul_")
-        )
-
-    def is_act(self, n: fx.Node) -> bool:
-        return (
-            isinstance(self.module(n), _ACTS)
-            or (n.op == "call_function" and n.target in _ACT_FUNCTIONS)
-            or (n.op == "call_method" and n.target in _ACT_METHODS)
-        )
-
-    def is_gate(self, n: fx.Node) -> bool:
-        return (
-            isinstance(self.module(n), _GATES)
-            or (n.op == "call_function" and n.target in _GATE_FUNCTIONS)
-            or (n.op == "call_method" and n.target in _GATE_METHODS)
-        )
-
-    def is_norm(self, n: fx.Node) -> bool:
-        return isinstance(self.module(n), _NORMS) or (n.op == "call_function" and n.target in _NORM_FUNCTIONS)
 
     def is_fc(self, n: fx.Node) -> bool:
         m = self.module(n)
@@ -452,23 +354,17 @@ class _Graph:
             return all(s == 1 for s in size)
         if n.op == "call_function" and n.target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
             return n.args[1:2] in ((1,), ((1, 1),))
-        return (n.op == "call_method" and n.target in ("mean", "amax")) or (
-            n.op == "call_function" and n.target in (torch.mean, torch.amax)
-        )
+        return self.isa(n, "mean")
 
-    def is_layout(self, n: fx.Node) -> bool:
-        return (n.op == "call_method" and n.target in _LAYOUT_METHODS) or (
-            n.op == "call_function" and n.target in (torch.permute, torch.reshape, torch.flatten)
-        )
+    def is_drop_path(self, n: fx.Node) -> bool:
+        return n.op == "call_function" and getattr(n.target, "__name__", "") in _DROP_PATH_NAMES
 
     def passthrough(self, n: fx.Node) -> fx.Node | None:
         """The input of ``n`` if ``n`` leaves channels where they are and mixes nothing: dropout,
         identity, drop-path, or a layer scale (a product with a parameter)."""
-        if isinstance(self.module(n), _PASS_MODULES):
+        if isinstance(self.module(n), _PASS_MODULES) or self.is_drop_path(n):
             return self.first_input(n)
-        if n.op == "call_function" and getattr(n.target, "__name__", "") in _DROP_PATH_NAMES:
-            return self.first_input(n)
-        if self.is_mul(n):
+        if self.isa(n, "mul"):
             feats = [a for a in n.args[:2] if self.is_feature(a)]
             return feats[0] if len(feats) == 1 else None
         return None
@@ -493,13 +389,14 @@ class _Graph:
             return _Fmap(m.num_channels, inp.rank if inp else None)
         if isinstance(m, nn.Linear):
             return _Fmap(m.out_features, inp.rank, last=True) if inp and inp.last else None
-        if isinstance(m, (*_SAME_CHANNELS, nn.LayerNorm)):
+        if isinstance(m, _SAME_CHANNELS):
             return inp
         if inp is None or n.op not in ("call_function", "call_method"):
             return None
-        if n.target in ("permute", torch.permute):
-            dims = n.args[1] if len(n.args) == 2 and isinstance(n.args[1], (list, tuple)) else n.args[1:]
-            dims = tuple(dims)
+        if n.target in ("permute", torch.permute):  # channels to the end and back (ConvNeXt)
+            dims = tuple(
+                n.args[1] if len(n.args) == 2 and isinstance(n.args[1], (list, tuple)) else n.args[1:]
+            )
             r = len(dims)
             if inp.rank not in (None, r):
                 return None
@@ -508,22 +405,12 @@ class _Graph:
             if inp.last and dims == (0, r - 1, *range(1, r - 1)):
                 return _Fmap(inp.channels, r)
             return None
-        if n.target in ("contiguous", "clone", "to", "float", "type_as") or (
-            n.op == "call_function" and n.target in (*_ELEMENTWISE, *_ACT_FUNCTIONS, *_NORM_FUNCTIONS)
-        ):
-            return inp
-        if n.target in (*_ACT_METHODS, "add", "add_", "mul", "mul_", *_GATE_METHODS) or self.is_gate(n):
-            return inp
-        if getattr(n.target, "__name__", "") in _DROP_PATH_NAMES:
-            return inp
-        return None
+        return inp if n.target in _SAME_CHANNEL_OPS or self.is_drop_path(n) else None
 
     def fmap(self, n: fx.Node) -> _Fmap | None:
         """Channels and rank of ``n`` if it is a feature map with channels on axis 1."""
         info = self.info.get(n)
-        if info is None or info.last or info.rank not in (3, 4, 5):
-            return None
-        return info
+        return info if info is not None and not info.last and info.rank in (3, 4, 5) else None
 
     # -- where the module boundaries are --------------------------------------------------------
 
@@ -575,7 +462,7 @@ class _Place:
 def _residual_units(g: _Graph, notes: list[str]) -> list[_Unit]:
     units = []
     for n in g.nodes:
-        if not g.is_add(n):
+        if not g.isa(n, "add"):
             continue
         ops = [a for a in n.args[:2] if g.is_feature(a)]
         if len(ops) != 2 or ops[0] is ops[1]:
@@ -599,12 +486,11 @@ def _residual_units(g: _Graph, notes: list[str]) -> list[_Unit]:
         region = g.incl(branch) & ~g.incl(fork)
         if not region & g.conv_bits:
             continue
-        end = g.skip_back(branch)
-        last = end
-        while g.is_layout(last) and g.is_feature(last.args[0]):
+        end = last = g.skip_back(branch)
+        while g.isa(last, "layout") and g.is_feature(last.args[0]):
             last = last.args[0]  # type: ignore[assignment]
         if not (
-            g.bit(end) & region and (g.is_norm(last) or isinstance(g.module(last), (_ConvNd, nn.Linear)))
+            g.bit(end) & region and (g.isa(last, "norm") or isinstance(g.module(last), (_ConvNd, nn.Linear)))
         ):
             continue
         region |= g.incl(shortcut) & ~g.incl(fork)
@@ -618,31 +504,23 @@ def _existing_se(g: _Graph) -> list[str]:
     for n in g.nodes:
         if isinstance(g.module(n), SEBlock):
             found.append(str(n.target))
-            continue
-        if not g.is_mul(n) or len(n.args) < 2:
-            continue
-        for gate, x in ((n.args[0], n.args[1]), (n.args[1], n.args[0])):
-            if (
-                isinstance(gate, fx.Node)
-                and isinstance(x, fx.Node)
-                and g.is_gate(gate)
-                and _is_excitation(g, gate, x)
-            ):
+        elif g.isa(n, "mul") and len(n.args) >= 2:
+            a, b = n.args[:2]
+            if _is_excitation(g, a, b) or _is_excitation(g, b, a):
                 found.append(g.scope(n) or n.name)
-                break
     return found
 
 
-def _is_excitation(g: _Graph, gate: fx.Node, x: fx.Node) -> bool:
+def _is_excitation(g: _Graph, gate: Any, x: Any) -> bool:
+    """``gate`` is ``gate(fc(act(fc(pool(x)))))``, maybe with layout changes, dropout and a norm."""
+    if not (isinstance(gate, fx.Node) and isinstance(x, fx.Node) and g.isa(gate, "gate")):
+        return False
+    act = functools.partial(g.isa, kind="act")
+    steps = [g.is_fc, act, g.is_fc, g.is_global_pool]  # walking back from the gate
     h = g.first_input(gate)
-    steps = ["fc", "act", "fc", "pool"]
     while h is not None and steps:
-        if g.is_layout(h) or isinstance(g.module(h), _PASS_MODULES) or (steps[0] == "act" and g.is_norm(h)):
-            h = g.first_input(h)
-            continue
-        step = steps.pop(0)
-        ok = {"fc": g.is_fc, "act": g.is_act, "pool": g.is_global_pool}[step](h)
-        if not ok:
+        skip = g.isa(h, "layout") or isinstance(g.module(h), _PASS_MODULES)
+        if not (skip or (steps[0] is act and g.isa(h, "norm"))) and not steps.pop(0)(h):
             return False
         h = g.first_input(h)
     return not steps and h is x
@@ -653,10 +531,10 @@ def _plain_chains(g: _Graph, skip: int) -> list[fx.Node]:
     next), outside the nodes in ``skip``."""
     acts = []
     for n in g.nodes:
-        if not g.is_act(n) or g.bit(n) & skip:
+        if not g.isa(n, "act") or g.bit(n) & skip:
             continue
         norm = g.first_input(n)
-        if norm is None or not g.is_norm(norm) or len(norm.users) != 1:
+        if norm is None or not g.isa(norm, "norm") or len(norm.users) != 1:
             continue
         conv = g.first_input(norm)
         if conv is None or not isinstance(g.module(conv), _ConvNd) or len(conv.users) != 1:
@@ -685,14 +563,14 @@ def _place(
     when the graph does not tell the channels of ``n`` (the input of a unit that reads the model's
     input: a sum needs both operands of one shape)."""
     info = g.fmap(n) or (g.fmap(like) if like is not None else None)
-    if info is None or info.rank is None:
+    if info is None:
         return None
     path = g.path_of(before if before is not None else n)
     return _Place(n, info.channels, info.rank - 2, _stage(g, n, path, plain), what, before, arg)
 
 
 def _find_places(g: _Graph, cfg: SEConfig, where: str, notes: list[str]) -> list[_Place]:
-    units = _residual_units(g, notes) if where in ("auto", "residual", "plain") else []
+    units = _residual_units(g, notes)
     places: list[_Place | None] = []
     if units and where in ("auto", "residual"):
         for u in units:
@@ -702,25 +580,17 @@ def _find_places(g: _Graph, cfg: SEConfig, where: str, notes: list[str]) -> list
             elif cfg.integration == "pre":
                 first = [v for v in u.fork.users if g.bit(v) & g.incl(u.branch) & ~g.incl(u.fork)]
                 if len(first) == 1:
-                    idx = (
-                        next(i for i, a in enumerate(first[0].args) if a is u.fork)
-                        if u.fork in first[0].args
-                        else 0
-                    )
+                    idx = next((i for i, a in enumerate(first[0].args) if a is u.fork), 0)
                     places.append(_place(g, u.fork, f"the branch input of {name}", False, first[0], idx))
                 else:
                     notes.append(f"{name}: the branch input is read {len(first)} times")
             elif cfg.integration == "post":
-                out = u.add
-                if len(out.users) == 1 and g.is_act(next(iter(out.users))):
-                    out = next(iter(out.users))
+                users = list(u.add.users)
+                out = users[0] if len(users) == 1 and g.isa(users[0], "act") else u.add
                 places.append(_place(g, out, f"the output of {name}", False))
-            else:  # identity
-                if u.shortcut is u.fork:
-                    idx = list(u.add.args).index(u.shortcut)
-                    places.append(_place(g, u.fork, f"the shortcut of {name}", False, u.add, idx, u.end))
-                else:
-                    places.append(_place(g, u.shortcut, f"the shortcut of {name}", False, like=u.end))
+            else:  # identity: an identity shortcut is the edge fork -> sum
+                edge = (u.add, list(u.add.args).index(u.fork)) if u.shortcut is u.fork else (None, 0)
+                places.append(_place(g, u.shortcut, f"the shortcut of {name}", False, *edge, like=u.end))
     elif where == "residual":
         raise ValueError("insert_se(where='residual') found no residual unit in " + type(g.model).__name__)
     if where == "plain" or (where == "auto" and not units):
@@ -729,9 +599,7 @@ def _find_places(g: _Graph, cfg: SEConfig, where: str, notes: list[str]) -> list
                 f"integration={cfg.integration!r} concerns residual units; the plain chains of "
                 f"{type(g.model).__name__} take SE after their non-linearity (integration='standard')"
             )
-        skip = 0
-        for u in units:
-            skip |= u.region
+        skip = functools.reduce(operator.or_, (u.region for u in units), 0)
         for act in _plain_chains(g, skip):
             places.append(_place(g, act, f"the conv-norm-act chain ending in {g.path_of(act)}", True))
     missing = [p for p in places if p is None]
@@ -764,22 +632,14 @@ def _wrapper(module: nn.Module, before: bool) -> type[_WithSE]:
 def _resolve(g: _Graph, place: _Place) -> _Wrap | None:
     """The module to wrap for ``place``, or None when no module sits there alone."""
     calls = g.tracer.calls
-    if place.before is None:
+    if place.before is None:  # the module called at ``node``, else the innermost one returning it
         n = place.node
-        if n.op == "call_module" and calls[n.target] == 1:  # type: ignore[index]
-            return _Wrap(str(n.target), False, place)
-        for path in g.tracer.returned_by.get(n, []):
-            if path and calls[path] == 1:
-                return _Wrap(path, False, place)
-        return None
-    c = place.before
-    if (
-        c.op == "call_module"
-        and calls[c.target] == 1  # type: ignore[index]
-        and c.args[:1] == (place.node,)
-        and place.node not in c.args[1:]
-        and place.node not in c.kwargs.values()
-    ):
+        paths = [str(n.target)] if n.op == "call_module" else []
+        path = next((p for p in [*paths, *g.tracer.returned_by.get(n, [])] if p and calls[p] == 1), None)
+        return _Wrap(path, False, place) if path else None
+    c = place.before  # SE before module ``c``: it must read ``place.node`` as its first argument only
+    read_once = c.args[:1] == (place.node,) and [*c.args, *c.kwargs.values()].count(place.node) == 1
+    if c.op == "call_module" and calls[c.target] == 1 and read_once:  # type: ignore[index]
         return _Wrap(str(c.target), True, place)
     return None
 
@@ -787,28 +647,22 @@ def _resolve(g: _Graph, place: _Place) -> _Wrap | None:
 def _new_block(cfg: SEConfig, place: _Place, like: torch.Tensor | None) -> SEBlock:
     se = cfg.block(place.channels, dims=place.dims)
     with se_random_stream():  # He-normal (fan-out) like init_weights, for every rank
-        for fc in (se.fc1, se.fc2):
-            if fc is se.fc2 and cfg.init == "identity":
-                continue
+        for fc in [se.fc1] if cfg.init == "identity" else [se.fc1, se.fc2]:  # identity: fc2 stays 0
             nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
             if fc.bias is not None:
                 nn.init.zeros_(fc.bias)
     if like is not None:
-        se.to(device=like.device, dtype=like.dtype if like.is_floating_point() else None)
+        se.to(device=like.device, dtype=like.dtype)
     return se
 
 
 def _like(model: nn.Module, g: _Graph | None, module: nn.Module, node: fx.Node | None) -> torch.Tensor | None:
     """A tensor whose device and dtype the new block takes: the wrapped module's, else upstream's."""
-    seen = 0
-    while True:
+    for _ in range(22):  # the module, then up to 21 nodes upstream
         t = next((t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
         if t is not None:
             return t
-        if g is None or node is None or seen > 20:
-            break
-        node = g.first_input(node)
-        seen += 1
+        node = g.first_input(node) if g is not None and node is not None else None
         if node is None:
             break
         module = g.module(node) or nn.Module()
@@ -817,16 +671,7 @@ def _like(model: nn.Module, g: _Graph | None, module: nn.Module, node: fx.Node |
 
 def _set(model: nn.Module, path: str, new: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, new)
-
-
-def _apply_wrap(model: nn.Module, g: _Graph | None, w: _Wrap, cfg: SEConfig) -> None:
-    old = model.get_submodule(w.path)
-    se = _new_block(cfg, w.place, _like(model, g, old, w.place.node))
-    new = _wrapper(old, w.before)(old, se)
-    new.train(old.training)
-    se.train(old.training)
-    _set(model, w.path, new)
+    setattr(model.get_submodule(parent), name, new)
 
 
 def _rewrite(
@@ -834,10 +679,9 @@ def _rewrite(
 ) -> nn.Module | None:
     """Insert SE nodes into the code of module ``scope`` (a ``GraphModule`` in its place).
 
-    Returns the new module, or None (with the reason appended to the warnings) when the module
-    cannot be rewritten faithfully.
+    Returns the new module, or None when the module cannot be rewritten faithfully.
     """
-    module = model.get_submodule(scope) if scope else model
+    module = model.get_submodule(scope)
     prefix = f"{scope}." if scope else ""
     opaque = frozenset(p[len(prefix) :] for p in g.tracer.opaque if p.startswith(prefix))
     try:
@@ -847,24 +691,21 @@ def _rewrite(
         return None
     if fx.GraphModule(module, graph).code != fx.GraphModule(module, train_graph).code:
         return None  # the code depends on the mode: a traced copy would freeze one of them
+    # the nodes of ``scope`` in the model's graph -> the same nodes in the module's own graph
     ops = ("call_module", "call_function", "call_method")
     outer = [n for n in g.nodes if n.op in ops and g.in_scope(n, scope)]
     inner = [n for n in graph.nodes if n.op in ops]
-    if len(outer) != len(inner):
+    if len(outer) != len(inner) or any(
+        a.op != b.op or a.target != (f"{prefix}{b.target}" if b.op == "call_module" else b.target)
+        for a, b in zip(outer, inner, strict=True)
+    ):
         return None
-    mapping: dict[fx.Node, fx.Node] = {}
-    for a, b in zip(outer, inner, strict=True):
-        target = f"{prefix}{b.target}" if b.op == "call_module" else b.target
-        if a.op != b.op or a.target != target:
-            return None
-        mapping[a] = b
+    mapping = dict(zip(outer, inner, strict=True))
     holders = [n for n in graph.nodes if n.op == "placeholder"]
-    for i, arg in enumerate(g.tracer.inputs.get(scope, []) if scope else []):
-        if isinstance(arg, fx.Node) and i < len(holders):
-            mapping.setdefault(arg, holders[i])
-    if not scope:
-        for a, b in zip((n for n in g.nodes if n.op == "placeholder"), holders, strict=False):
-            mapping[a] = b
+    args = g.tracer.inputs.get(scope, []) if scope else [n for n in g.nodes if n.op == "placeholder"]
+    for arg, holder in zip(args, holders, strict=False):
+        if isinstance(arg, fx.Node):
+            mapping.setdefault(arg, holder)
     gm = fx.GraphModule(module, graph, class_name=type(module).__name__)
     taken = set(dict(module.named_children())) | set(vars(module))
     for k, place in enumerate(places):
@@ -872,31 +713,57 @@ def _rewrite(
         dst = mapping.get(place.before) if place.before is not None else None
         if src is None or (place.before is not None and dst is None):
             return None
-        name = next(
-            f"se{'' if i == 0 else f'_{i}'}"
-            for i in range(k, 10_000)
-            if f"se{'' if i == 0 else f'_{i}'}" not in taken
-        )
+        name = next(s for s in ("se" if i == 0 else f"se_{i}" for i in range(k, 10_000)) if s not in taken)
         taken.add(name)
         gm.add_submodule(name, _new_block(cfg, place, _like(model, g, nn.Module(), place.node)))
+        with gm.graph.inserting_before(dst) if dst is not None else gm.graph.inserting_after(src):
+            se_node = gm.graph.call_module(name, (src,))
         if dst is not None:
-            with gm.graph.inserting_before(dst):
-                se_node = gm.graph.call_module(name, (src,))
             dst.update_arg(place.arg, se_node)
         else:
-            with gm.graph.inserting_after(src):
-                se_node = gm.graph.call_module(name, (src,))
             src.replace_all_uses_with(se_node, delete_user_cb=lambda user, new=se_node: user is not new)
     gm.recompile()
-    for key, value in vars(module).items():
-        if (
-            not key.startswith("_")
-            and key not in vars(gm)
-            and not isinstance(value, (nn.Module, torch.Tensor))
-        ):
+    for key, value in vars(module).items():  # plain attributes that other code may read
+        if key[0] != "_" and key not in vars(gm) and not isinstance(value, nn.Module | torch.Tensor):
             setattr(gm, key, value)
     gm.train(module.training)
     return gm
+
+
+def _apply(
+    model: nn.Module, g: _Graph | None, wraps: list[_Wrap], places: list[_Place], cfg: SEConfig
+) -> tuple[nn.Module, list[str]]:
+    """Add SE at ``wraps`` and ``places``: rewrite the modules whose code holds a place with no module
+    to wrap (deepest first), then wrap. Returns the model (a new one when the root was rewritten)
+    and the places that got no SE."""
+    scopes: dict[str, list[_Place]] = {}
+    for place in places:
+        w = _resolve(g, place)  # type: ignore[arg-type]
+        if w is not None:
+            wraps.append(w)
+        else:
+            node = place.before if place.before is not None else place.node
+            scopes.setdefault(g.scope(node), []).append(place)  # type: ignore[union-attr]
+    seen: set[tuple[str, bool]] = set()
+    wraps = [w for w in wraps if (w.path, w.before) not in seen and not seen.add((w.path, w.before))]
+    result = model
+    skipped = []
+    for scope, held in sorted(scopes.items(), key=lambda kv: -kv[0].count(".") - bool(kv[0])):
+        new = None
+        if not scope or g.tracer.calls[scope] == 1:  # type: ignore[union-attr]
+            new = _rewrite(model, g, scope, held, cfg)  # type: ignore[arg-type]
+        if new is None:
+            skipped += [p.what for p in held]
+        elif scope:
+            _set(model, scope, new)
+        else:
+            result = new
+    for w in sorted(wraps, key=lambda w: -w.path.count(".")):  # inner modules first
+        old = result.get_submodule(w.path)
+        new = _wrapper(old, w.before)(old, _new_block(cfg, w.place, _like(result, g, old, w.place.node)))
+        new.train(old.training)
+        _set(result, w.path, new)
+    return result, skipped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -930,6 +797,20 @@ def _selector(where: Where) -> Callable[[str, nn.Module], bool] | None:
     return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _module_fmap(path: str, m: nn.Module) -> _Fmap:
+    """Channels and rank of the output of ``m`` read from its attributes (the graph did not tell)."""
+    channels = getattr(m, "out_channels", None) or getattr(m, "num_features", None)
+    channels = channels or getattr(m, "num_channels", None)
+    rank = {1: 3, 2: 4, 3: 5}.get(len(getattr(m, "kernel_size", ())), None)
+    rank = rank or {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}.get(type(m))
+    if not isinstance(channels, int) or rank is None:
+        raise ValueError(
+            f"insert_se cannot tell the channels of {path!r} ({type(m).__name__}): select a "
+            "convolution, a normalisation or a module whose output is a (N, C, ...) feature map"
+        )
+    return _Fmap(channels, rank)
+
+
 def _explicit_places(
     model: nn.Module, select: Callable[[str, nn.Module], bool]
 ) -> tuple[list[_Wrap], _Graph | None]:
@@ -937,10 +818,8 @@ def _explicit_places(
     chosen = [(path, m) for path, m in model.named_modules() if path and select(path, m)]
     if not chosen:
         raise ValueError(f"insert_se: where= selects no module of {type(model).__name__}")
-    g: _Graph | None
     try:
-        graph, tracer = _trace(model, notes=[])
-        g = _Graph(model, graph, tracer)
+        g = _Graph(model, *_trace(model, notes=[]))
     except ValueError:
         g = None
     out = []
@@ -953,22 +832,35 @@ def _explicit_places(
                 )
             node = next((n for n in g.nodes if n.op == "call_module" and n.target == path), None)
             node = node or next((n for n, paths in g.tracer.returned_by.items() if path in paths), None)
-        info = g.fmap(node) if g is not None and node is not None else None
-        if info is None:
-            channels = getattr(m, "out_channels", None) or getattr(m, "num_features", None)
-            channels = channels or getattr(m, "num_channels", None)
-            rank = {1: 3, 2: 4, 3: 5}.get(len(getattr(m, "kernel_size", ())), None)
-            rank = rank or {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}.get(type(m))
-            if not isinstance(channels, int) or rank is None:
-                raise ValueError(
-                    f"insert_se cannot tell the channels of {path!r} ({type(m).__name__}): select a "
-                    "convolution, a normalisation or a module whose output is a (N, C, ...) feature map"
-                )
-            info = _Fmap(channels, rank)
-        stage = _stage(g, node, path, True) if g is not None and node is not None else 0
-        place = _Place(node, info.channels, info.rank - 2, stage, path)  # type: ignore[arg-type,operator]
-        out.append(_Wrap(path, False, place))
+        info = (g.fmap(node) if node is not None else None) or _module_fmap(path, m)  # type: ignore[union-attr]
+        stage = _stage(g, node, path, True) if node is not None else 0  # type: ignore[arg-type]
+        out.append(_Wrap(path, False, _Place(node, info.channels, info.rank - 2, stage, path)))  # type: ignore[arg-type,operator]
     return out, g
+
+
+def _auto_places(
+    model: nn.Module, cfg: SEConfig, where: str, notes: list[str]
+) -> tuple[list[_Place], _Graph]:
+    """The places the structure of ``model`` gives."""
+    name = type(model).__name__
+    g = _Graph(model, *_trace(model, notes=notes))
+    existing = _existing_se(g)
+    if existing:
+        raise ValueError(
+            f"{name} already has squeeze-and-excitation in {len(existing)} places (e.g. "
+            f"{existing[0]!r}); insert_se adds SE to networks without it (pass where=[module name "
+            "patterns] to add more)"
+        )
+    places = _find_places(g, cfg, where, notes)
+    if not places:
+        raise ValueError(
+            f"insert_se found no place for SE in {name}: no residual unit (a branch ending in a "
+            "convolution or normalisation, summed with a shortcut) and no conv -> norm -> "
+            "activation chain"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + "; pass where=[module name patterns] to choose places yourself"
+        )
+    return places, g
 
 
 def insert_se(model: M, where: Where = "auto", reduction: int = 16, **se_options: Any) -> M:
@@ -979,7 +871,8 @@ def insert_se(model: M, where: Where = "auto", reduction: int = 16, **se_options
             networks, your own), without SE blocks.
         where: ``"auto"`` (residual units if there are any, else conv-norm-act chains),
             ``"residual"``, ``"plain"``, a list of module-name glob patterns or a callable
-            ``(name, module) -> bool``: SE after each module selected. See the module docstring.
+            ``(name, module) -> bool``: SE after each module selected (full control; ``integration``
+            must stay "standard"). See the module docstring.
         reduction: ratio r; each block has ``C // r`` hidden units (paper default 16).
         **se_options: options of :class:`~senet.se.SEConfig`: block options (``squeeze``,
             ``excitation``, ``bias``, ``divisor``, ``init``), ``integration`` (Fig. 5: "standard",
@@ -1010,43 +903,20 @@ def insert_se(model: M, where: Where = "auto", reduction: int = 16, **se_options
         f"insert_se on {name}", () if cfg.stages is None else cfg.stages, position=("after_block",)
     )
     notes: list[str] = []
-    if select is not None:
-        if cfg.integration != "standard":
-            raise ValueError(
-                "insert_se: an explicit where= puts SE after the modules selected; "
-                f"integration={cfg.integration!r} needs where='auto'"
-            )
-        wraps, g = _explicit_places(model, select)
-        rewrites: dict[str, list[_Place]] = {}
+    g: _Graph | None
+    wraps: list[_Wrap] = []
+    places: list[_Place] = []
+    if select is None:
+        places, g = _auto_places(model, cfg, str(where), notes)
+    elif cfg.integration != "standard":
+        raise ValueError(
+            "insert_se: an explicit where= puts SE after the modules selected; "
+            f"integration={cfg.integration!r} needs where='auto'"
+        )
     else:
-        graph, tracer = _trace(model, notes=notes)
-        g = _Graph(model, graph, tracer)
-        existing = _existing_se(g)
-        if existing:
-            raise ValueError(
-                f"{name} already has squeeze-and-excitation in {len(existing)} places (e.g. "
-                f"{existing[0]!r}); insert_se adds SE to networks without it (pass where=[module name "
-                "patterns] to add more)"
-            )
-        places = _find_places(g, cfg, str(where), notes)
-        if not places:
-            raise ValueError(
-                f"insert_se found no place for SE in {name}: no residual unit (a branch ending in a "
-                "convolution or normalisation, summed with a shortcut) and no conv -> norm -> "
-                "activation chain"
-                + (f" ({'; '.join(notes)})" if notes else "")
-                + "; pass where=[module name patterns] to choose places yourself"
-            )
-        wraps, rewrites = [], {}
-        for place in places:
-            w = _resolve(g, place)
-            if w is not None:
-                wraps.append(w)
-            else:
-                scope = g.scope(place.before if place.before is not None else place.node)
-                rewrites.setdefault(scope, []).append(place)
-    stages = {w.place.stage for w in wraps} | {p.stage for ps in rewrites.values() for p in ps}
+        wraps, g = _explicit_places(model, select)
     if cfg.stages is not None:
+        stages = {p.stage for p in [*(w.place for w in wraps), *places]}
         if 0 in stages:
             raise ValueError(
                 f"insert_se cannot number the stages of {name} (no layer1..layer4 modules); "
@@ -1054,26 +924,8 @@ def insert_se(model: M, where: Where = "auto", reduction: int = 16, **se_options
             )
         cfg.check_supported(f"insert_se on {name}", stages)
         wraps = [w for w in wraps if cfg.in_stage(w.place.stage)]
-        rewrites = {s: [p for p in ps if cfg.in_stage(p.stage)] for s, ps in rewrites.items()}
-    seen: set[tuple[str, bool]] = set()
-    wraps = [w for w in wraps if (w.path, w.before) not in seen and not seen.add((w.path, w.before))]
-    result: nn.Module = model
-    skipped = []
-    for scope, ps in sorted(rewrites.items(), key=lambda kv: -kv[0].count(".") - bool(kv[0])):
-        if not ps:
-            continue
-        if scope and g.tracer.calls[scope] != 1:  # type: ignore[union-attr]
-            skipped += [p.what for p in ps]
-            continue
-        new = _rewrite(model, g, scope, ps, cfg)  # type: ignore[arg-type]
-        if new is None:
-            skipped += [p.what for p in ps]
-        elif scope:
-            _set(model, scope, new)
-        else:
-            result = new
-    for w in sorted(wraps, key=lambda w: -w.path.count(".")):
-        _apply_wrap(result, g, w, cfg)
+        places = [p for p in places if cfg.in_stage(p.stage)]
+    result, skipped = _apply(model, g, wraps, places, cfg)
     lost = [f"no SE on {s} (no module to wrap, and its code could not be rewritten)" for s in skipped]
     if not any(isinstance(m, SEBlock) for m in result.modules()):
         raise ValueError(f"insert_se added no SE block to {name}: {'; '.join([*lost, *notes])}")

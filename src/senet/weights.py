@@ -7,17 +7,11 @@ another shape — a model is never half loaded.
 
 Layouts read (the key style also tells which *computation layout* the weights were trained in):
 
-=============  ==========================================  ====================
-layout         example keys                                network layout
-=============  ==========================================  ====================
-``senet``      ``stem.conv1.weight``, ``layer1.0.se.fc1``  as saved
-``cadene``     ``layer0.conv1.weight``, ``se_module.fc1``,  ``release`` (Cadene
-               ``last_linear.weight``                      pretrainedmodels,
-                                                           timm ``legacy_*``)
-``timm``       ``conv1.weight``, ``layer1.0.se.fc1``,       ``torchvision``
-               ``fc.weight``                                (timm ``seresnet*``,
-                                                           torchvision)
-=============  ==========================================  ====================
+* ``senet`` (``stem.conv1.weight``, ``layer1.0.se.fc1``): network layout as saved;
+* ``cadene`` (``layer0.conv1.weight``, ``se_module.fc1``, ``last_linear.weight``; Cadene
+  pretrainedmodels, timm ``legacy_*``): network layout ``release``;
+* ``timm`` (``conv1.weight``, ``layer1.0.se.fc1``, ``fc.weight``; timm ``seresnet*``,
+  torchvision): network layout ``torchvision``.
 
 Weights of one computation layout loaded into a network built in the other would load without
 complaint and compute another function (stride on the 1x1 vs the 3x3 convolution, ceil-mode vs
@@ -40,7 +34,7 @@ import shutil
 import tempfile
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +68,6 @@ KEY_RULES: dict[str, list[tuple[str, str]]] = {
 IMPLIED_LAYOUT = {"cadene": "release", "timm": "torchvision"}
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "module")
-_PREFIXES = ("module.", "_orig_mod.")
 
 
 class WeightsMismatchError(ValueError):
@@ -156,13 +149,10 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
 
 
 def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A flat ``{name: tensor}`` and the checkpoint's metadata, from a path, URL or dict.
-
-    Files are read with ``torch.load(weights_only=True)``: no code in a checkpoint is run.
-    Wrappers such as ``{"state_dict": ...}`` / ``{"model": ...}`` and the ``module.`` (DDP) and
-    ``_orig_mod.`` (torch.compile) prefixes are removed; the wrapper's other entries (``arch``,
-    ``layout``, ``preprocessing``, ...) are returned as metadata.
-    """
+    """A flat ``{name: tensor}`` and the checkpoint's metadata, from a path (read by :func:`load_file`:
+    no code in it runs), URL or dict. Wrappers such as ``{"state_dict": ...}`` / ``{"model": ...}``
+    and the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes are removed; the wrapper's
+    other entries (``arch``, ``layout``, ``preprocessing``, ...) are returned as metadata."""
     if _is_url(source):
         source = fetch(str(source))
     what = f"{str(source)!r}" if isinstance(source, (str, Path)) else "the checkpoint"
@@ -179,12 +169,7 @@ def read_checkpoint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, t
             f"{what} is not a senet checkpoint or state dict: it holds a {type(obj).__name__} "
             "(expected a {name: tensor} mapping, alone or under 'state_dict' / 'model')"
         )
-    out = {}
-    for k, v in obj.items():
-        for p in _PREFIXES:
-            if k.startswith(p):
-                k = k[len(p) :]
-        out[k] = v
+    out = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
     return out, _upgrade(meta)
 
 
@@ -219,30 +204,30 @@ def _is_tensor_dict(obj: Mapping) -> bool:
     return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def _rename(keys: list[str], rules: list[tuple[str, str]]) -> dict[str, str]:
-    out = {}
-    for k in keys:
-        new = k
-        for pat, rep in rules:
-            new = re.sub(pat, rep, new)
-        out[k] = new
-    return out
+def _rename(key: str, layout: str) -> str:
+    for pat, rep in KEY_RULES[layout]:
+        key = re.sub(pat, rep, key)
+    return key
 
 
 def detect_layout(state_dict: Mapping[str, Any], model: nn.Module) -> str:
     """The key layout whose renaming fits ``model``'s parameter names best."""
     target = set(model.state_dict())
-    keys = list(state_dict)
 
     def score(layout: str) -> int:
-        return len(set(_rename(keys, KEY_RULES[layout]).values()) & target)
+        return len({_rename(k, layout) for k in state_dict} & target)
 
     return max(KEY_RULES, key=score)  # ties keep the first, "senet"
 
 
-def _fmt(items: list[str], limit: int = 10) -> str:
-    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+def mismatch_message(title: str, groups: Sequence[tuple[str, list[str], int]], hint: str) -> str:
+    """``title``, a line per non-empty group (label, count, its first ``limit`` items) and ``hint``."""
+    lines = [title]
+    for label, items, limit in groups:
+        if items:
+            more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
+            lines.append(f"  {label} ({len(items)}): {', '.join(items[:limit])}{more}")
+    return "\n".join([*lines, hint])
 
 
 def _adapt_first_conv(w: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -274,22 +259,18 @@ def load_weights(
     """
     sd, meta = read_checkpoint(source)
     layout = detect_layout(sd, model)
-    renamed = _rename(list(sd), KEY_RULES[layout])
-    mapped = {renamed[k]: v for k, v in sd.items()}
+    mapped = {_rename(k, layout): v for k, v in sd.items()}
     own = model.state_dict()
     in_chans = getattr(model, "in_chans", 3)
     for k, v in list(mapped.items()):
-        if k in own and v.dim() == 4 and own[k].dim() == 4 and v.shape[1] == 3 != in_chans == own[k].shape[1]:
-            if v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
-                mapped[k] = _adapt_first_conv(v, in_chans)
+        rgb_kernel = v.dim() == 4 and v.shape[1] == 3 != in_chans
+        if rgb_kernel and k in own and own[k].shape == (v.shape[0], in_chans, *v.shape[2:]):
+            mapped[k] = _adapt_first_conv(v, in_chans)
     name = getattr(model, "model_name", type(model).__name__)
-    skipped: list[str] = []
-    if reset_classifier:
-        skipped = sorted(
-            k for k in _classifier_keys(model) if k in mapped and mapped[k].shape != own[k].shape
-        )
-        for k in skipped:
-            del mapped[k]
+    resettable = _classifier_keys(model) if reset_classifier else set()
+    skipped = sorted(k for k in resettable if k in mapped and mapped[k].shape != own[k].shape)
+    for k in skipped:
+        del mapped[k]
     missing = [
         k for k in own if k not in mapped and k not in skipped and not k.endswith("num_batches_tracked")
     ]
@@ -300,20 +281,18 @@ def load_weights(
         if k in mapped and mapped[k].shape != own[k].shape
     ]
     if missing or unexpected or shapes:
-        lines = [f"checkpoint (read as {layout!r} layout) does not fit {name}:"]
-        if missing:
-            lines.append(f"  missing in checkpoint ({len(missing)}): {_fmt(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected in checkpoint ({len(unexpected)}): {_fmt(unexpected)}")
-        if shapes:
-            lines.append(f"  shape mismatch ({len(shapes)}): {_fmt(shapes, 5)}")
         hint = "  Is it the checkpoint of another architecture or of other options (SE reduction, ...)?"
         if any(k in _classifier_keys(model) for k in (s.split(":")[0] for s in shapes)):
             hint += (
                 " For another class count pass num_classes=N to create_model to re-initialise the classifier."
             )
-        lines.append(hint)
-        raise WeightsMismatchError("\n".join(lines))
+        groups = [
+            ("missing in checkpoint", missing, 10),
+            ("unexpected in checkpoint", unexpected, 10),
+            ("shape mismatch", shapes, 5),
+        ]
+        title = f"checkpoint (read as {layout!r} layout) does not fit {name}:"
+        raise WeightsMismatchError(mismatch_message(title, groups, hint))
     implied = meta.get("layout") or IMPLIED_LAYOUT.get(layout)
     built = getattr(model, "layout", None)
     if implied and built and implied != built:

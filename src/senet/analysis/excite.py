@@ -54,18 +54,11 @@ def _se_paths(model: nn.Module) -> list[str]:
 
 
 def _stages_from_feature_info(model: nn.Module, paths: Sequence[str]) -> dict[str, int]:
-    """Stage number of each SE path: the ``stage`` of the ``feature_info`` entry whose module holds it.
-
-    ``feature_info`` gives every stage's module and the family's ``SEConfig.stages`` number, so the
-    numbering is the family's own instead of an assumed one.
-    """
+    """Stage number of each SE path: the ``stage`` (the family's own ``SEConfig.stages`` number) of
+    the ``feature_info`` entry whose module holds it."""
     info = getattr(model, "feature_info", None) or []
-    found = {}
-    for p in paths:
-        stage = next((e["stage"] for e in info if p.startswith(e["module"] + ".")), None)
-        if stage is not None:
-            found[p] = stage
-    return found
+    stages = {p: next((e["stage"] for e in info if p.startswith(e["module"] + ".")), None) for p in paths}
+    return {p: s for p, s in stages.items() if s is not None}
 
 
 def _stages_from_torchvision(model: nn.Module, paths: Sequence[str]) -> dict[str, int]:
@@ -80,10 +73,8 @@ def _stages_from_torchvision(model: nn.Module, paths: Sequence[str]) -> dict[str
 
 
 def block_names(model: nn.Module) -> dict[str, str]:
-    """Module path -> display name of every SE block, in forward-registration order.
-
-    ``SE_stageID_blockID`` for ResNets (see the module docstring), the module path otherwise.
-    """
+    """Module path -> display name of every SE block (``SE_stageID_blockID`` for ResNets, see the
+    module docstring; else the module path), in registration order."""
     paths = _se_paths(model)
     if paths and all(_RESNET_UNIT.search(p) for p in paths):
         stages = _stages_from_feature_info(model, paths) or _stages_from_torchvision(model, paths)
@@ -104,12 +95,11 @@ def default_blocks(names: Sequence[str]) -> list[str]:
     if names and all(parsed):
         stages = [int(m.group(1)) for m in parsed]  # type: ignore[union-attr]
         last = max(stages)
-        keep = [
+        return [
             n
             for i, n in enumerate(names)
             if stages[i] == last or i + 1 == len(names) or stages[i + 1] != stages[i]
         ]
-        return keep
     if len(names) <= 6:
         return list(names)
     idx = np.unique(np.linspace(0, len(names) - 1, 6).round().astype(int))
@@ -121,16 +111,13 @@ def select_blocks(available: dict[str, str], wanted: Iterable[str] | None) -> li
     names = list(available.values())
     if not wanted:
         return default_blocks(names)
-    by_path = {p: n for p, n in available.items()}
-    out: list[str] = []
+    chosen: set[str] = set()
     for w in wanted:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, w)] + [
-            n for p, n in by_path.items() if fnmatch.fnmatchcase(p, w)
-        ]
+        hits = {n for p, n in available.items() if fnmatch.fnmatchcase(n, w) or fnmatch.fnmatchcase(p, w)}
         if not hits:
             raise ValueError(f"no SE block matches {w!r}; the network's blocks: {', '.join(names)}")
-        out += [n for n in hits if n not in out]
-    return [n for n in names if n in out]
+        chosen |= hits
+    return [n for n in names if n in chosen]
 
 
 def class_indices(names: Sequence[str], wanted: Iterable[str | int]) -> list[int]:
@@ -167,19 +154,17 @@ class ExcitationRecorder:
         self.model = model
         self.num_classes = num_classes
         self.names = names if names is not None else block_names(model)
-        modules = dict(model.named_modules())
         if not self.names:
             raise ValueError(
                 f"{type(model).__name__} has no SE blocks: excitations need an SE network "
                 "(e.g. create_model('se_resnet20') or senet.surgery.insert_se(model))"
             )
         self.last: dict[str, torch.Tensor] = {}
-        self._sum: dict[str, torch.Tensor] = {}
-        self._sumsq: dict[str, torch.Tensor] = {}
-        self._high: dict[str, torch.Tensor] = {}
+        self._acc: dict[str, torch.Tensor] = {}  # per block: (3, classes, C) sums of g, g^2, g >= SATURATED
         self._counts = torch.zeros(num_classes, dtype=torch.float64)
         self._handles = [
-            modules[path].gate.register_forward_hook(self._hook(name)) for path, name in self.names.items()
+            model.get_submodule(path).gate.register_forward_hook(self._hook(name))
+            for path, name in self.names.items()
         ]
 
     def _hook(self, name: str) -> Any:
@@ -199,14 +184,9 @@ class ExcitationRecorder:
         y = y.detach().cpu().long()
         for name, g in self.last.items():
             g = g.cpu().double()
-            if name not in self._sum:
-                shape = (self.num_classes, g.shape[1])
-                self._sum[name], self._sumsq[name], self._high[name] = (
-                    torch.zeros(shape, dtype=torch.float64) for _ in range(3)
-                )
-            self._sum[name].index_add_(0, y, g)
-            self._sumsq[name].index_add_(0, y, g * g)
-            self._high[name].index_add_(0, y, (g >= SATURATED).double())
+            if name not in self._acc:
+                self._acc[name] = torch.zeros(3, self.num_classes, g.shape[1], dtype=torch.float64)
+            self._acc[name].index_add_(1, y, torch.stack([g, g * g, (g >= SATURATED).double()]))
         self._counts += torch.bincount(y, minlength=self.num_classes).double()
 
     def stats(self, classes: Sequence[str] | None = None, model_name: str = "") -> ExcitationStats:
@@ -217,7 +197,7 @@ class ExcitationRecorder:
         n = self._counts.unsqueeze(1)
         ns = n.clamp(min=1)
         total = self._counts.sum()
-        order = [(p, name) for p, name in self.names.items() if name in self._sum]
+        order = [(p, name) for p, name in self.names.items() if name in self._acc]
         st = ExcitationStats(
             blocks=[name for _, name in order],
             paths=[p for p, _ in order],
@@ -226,7 +206,7 @@ class ExcitationRecorder:
             model=model_name or getattr(self.model, "model_name", type(self.model).__name__),
         )
         for _, name in order:
-            s, sq, hi = self._sum[name], self._sumsq[name], self._high[name]
+            s, sq, hi = self._acc[name]
             mean = torch.where(n > 0, s / ns, torch.nan)
             var = (sq / ns - (s / ns) ** 2).clamp(min=0)
             st.mean[name] = mean.numpy()
@@ -286,19 +266,12 @@ class ExcitationStats:
         """Write ``excitations.npz``: ``classes``, ``blocks``, ``paths``, ``counts``, ``model`` and,
         per block ``B``, ``B/mean`` ``B/std`` ``B/high`` (classes x channels) and ``B/all_mean``
         ``B/all_std`` ``B/all_high`` (channels)."""
-        arrays: dict[str, np.ndarray] = {
-            "classes": np.array(self.classes),
-            "blocks": np.array(self.blocks),
-            "paths": np.array(self.paths),
-            "counts": self.counts,
-            "model": np.array(self.model),
-        }
+        arrays = {k: np.array(getattr(self, k)) for k in ("classes", "blocks", "paths", "counts", "model")}
         for b in self.blocks:
             for key in STAT_KEYS:
                 arrays[f"{b}/{key}"] = getattr(self, key)[b].astype(np.float32)
-        path = Path(path)
         np.savez_compressed(path, **arrays)
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> ExcitationStats:

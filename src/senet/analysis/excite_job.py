@@ -97,12 +97,7 @@ def excite(
         files.append(path)
     rows = class_specificity(stats)
     (out / "summary.md").write_text(summary_markdown(stats, rows))
-    (out / "summary.json").write_text(
-        json.dumps(
-            {"model": stats.model, "checkpoint": str(checkpoint), "classes": stats.classes, "blocks": rows},
-            indent=2,
-        )
-        + "\n"
-    )
+    summary = {"model": stats.model, "checkpoint": str(checkpoint), "classes": stats.classes, "blocks": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     files += [out / "summary.md", out / "summary.json"]
     return {"stats": stats, "summary": rows, "blocks": chosen_blocks, "files": files}

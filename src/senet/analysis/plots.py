@@ -52,11 +52,17 @@ def _check(stats: ExcitationStats, blocks: Sequence[str]) -> None:
         raise ValueError(f"blocks {unknown} were not recorded; recorded: {', '.join(stats.blocks)}")
 
 
-def _finish(plt, fig, path: str | Path):  # noqa: ANN001, ANN202
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return fig
+def _panels(stats: ExcitationStats, blocks: Sequence[str], axes: list, channels: int):  # noqa: ANN202
+    """Per block: its styled panel, name, sampled channel indices and their x positions."""
+    for ax, b in zip(axes, blocks, strict=True):
+        idx = sampled_channels(stats.mean[b].shape[1], channels)
+        i = stats.blocks.index(b)
+        ax.set_title(b if stats.paths[i] == b else f"{b}  ({stats.paths[i]})", fontsize=9)
+        ax.set_xlabel(f"channel ({len(idx)} of {stats.mean[b].shape[1]})", fontsize=8)
+        ax.set_ylabel("excitation", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        yield ax, b, idx, np.arange(len(idx))
 
 
 def _unit_range(ax, *arrays: np.ndarray) -> None:
@@ -67,9 +73,11 @@ def _unit_range(ax, *arrays: np.ndarray) -> None:
         ax.set_ylim(-0.02, 1.02)
 
 
-def _label(stats: ExcitationStats, block: str) -> str:
-    i = stats.blocks.index(block)
-    return block if stats.paths[i] == block else f"{block}  ({stats.paths[i]})"
+def _save(plt, fig, path: str | Path, bottom: float = 0.0):  # noqa: ANN001, ANN202
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return fig
 
 
 def plot_class_profiles(stats: ExcitationStats, blocks: Sequence[str], path: str | Path, channels: int = 50):  # noqa: ANN201
@@ -77,24 +85,14 @@ def plot_class_profiles(stats: ExcitationStats, blocks: Sequence[str], path: str
     _check(stats, blocks)
     plt, fig, axes = _grid(len(blocks), f"{stats.model}: mean excitation per channel (Fig. 6 style)")
     colors = plt.get_cmap("tab10")
-    for ax, b in zip(axes, blocks, strict=True):
-        idx = sampled_channels(stats.mean[b].shape[1], channels)
-        x = np.arange(len(idx))
+    for ax, b, idx, x in _panels(stats, blocks, axes, channels):
         for k, c in enumerate(stats.classes):
             ax.plot(x, stats.mean[b][k, idx], lw=1.0, color=colors(k % 10), label=c)
         ax.plot(x, stats.all_mean[b][idx], lw=1.8, color="black", ls="--", label="all")
         _unit_range(ax, stats.mean[b][:, idx], stats.all_mean[b][idx])
-        ax.set_title(_label(stats, b), fontsize=9)
-        ax.set_xlabel(f"channel ({len(idx)} of {stats.mean[b].shape[1]})", fontsize=8)
-        ax.set_ylabel("excitation", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) > 6), 1, 1))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return fig
+    return _save(plt, fig, path, bottom=0.04 + 0.03 * (len(labels) > 6))
 
 
 def plot_class_spread(  # noqa: ANN201
@@ -108,16 +106,9 @@ def plot_class_spread(  # noqa: ANN201
     plt, fig, axes = _grid(
         len(blocks), f"{stats.model}: excitations of class '{cls}', mean and std (Fig. 7 style)"
     )
-    for ax, b in zip(axes, blocks, strict=True):
-        idx = sampled_channels(stats.mean[b].shape[1], channels)
-        x = np.arange(len(idx))
+    for ax, b, idx, x in _panels(stats, blocks, axes, channels):
         m, s = stats.mean[b][k, idx], stats.std[b][k, idx]
         ax.fill_between(x, m - s, m + s, color="tab:blue", alpha=0.25, lw=0)
         ax.plot(x, m, color="tab:blue", lw=1.2)
         _unit_range(ax, m)
-        ax.set_title(_label(stats, b), fontsize=9)
-        ax.set_xlabel(f"channel ({len(idx)} of {stats.mean[b].shape[1]})", fontsize=8)
-        ax.set_ylabel("excitation", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    return _finish(plt, fig, path)
+    return _save(plt, fig, path)

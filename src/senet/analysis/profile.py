@@ -1,28 +1,25 @@
 """Cost of a network measured from the network itself (never a table of constants), as in Sec. 6.
 
-* :func:`profile`: parameters and multiply-adds. Multiply-adds are what the paper calls FLOPs
-  ("GFLOPs" in Tables 2-3 count multiply-adds of one 224x224 forward pass). They are counted with
-  ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions and matrix products
-  (2 FLOPs per multiply-add), i.e. the layers the paper's figures count; pooling, batch norm,
-  activations and the SE scaling are not included.
-* :func:`measure`: inference latency and throughput (median of repeated timed forward passes after
-  warm-up, with min and max) and the peak memory of one forward pass; :func:`measure_together`
-  alternates the timed passes of several networks (an SE network and its plain twin), so that
-  their ratio survives changes in the load of a shared machine.
+* :func:`profile`: parameters and multiply-adds, what the paper calls FLOPs ("GFLOPs" in Tables
+  2-3 count multiply-adds of one 224x224 forward pass), counted by ``FlopCounterMode``:
+  convolutions and matrix products (2 FLOPs per multiply-add), the layers the paper counts; not
+  pooling, batch norm, activations or the SE scaling.
+* :func:`measure`: inference latency and throughput (median of timed forward passes after
+  warm-up, with min and max) and peak memory; :func:`measure_together` alternates the timed passes
+  of several networks (an SE network and its plain twin) so that their ratio survives changes in
+  the load of a shared machine.
 
-Peak memory is the largest amount of memory allocated *during* an inference forward pass above
-what was allocated before it, i.e. activations and operator workspaces; weights and the input
-batch are not included (:attr:`Timing.param_bytes` gives the weights). On CUDA it is read from the
-caching allocator's statistics (``torch.cuda.max_memory_allocated`` after
-``reset_peak_memory_stats``). On CPU no allocator statistics exist (and ``tracemalloc`` does not
-see torch's allocations), so the forward pass runs once under ``torch.profiler`` with
-``profile_memory=True``: every allocation and release of torch's CPU allocator is recorded as a
-``[memory]`` event with its size, and the peak is the maximum of the running sum of these events
-in time order.
+Peak memory is what one inference forward pass allocates above what was allocated before it
+(activations and workspaces; not the weights, see :attr:`Timing.param_bytes`, nor the input). On
+CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. On CPU, which has no
+allocator statistics (and ``tracemalloc`` does not see torch's allocations): the maximum of the
+running sum, in time order, of the ``[memory]`` events (every allocation and release of torch's
+CPU allocator) that ``torch.profiler`` records with ``profile_memory=True``.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import statistics
@@ -30,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -85,6 +82,21 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
+def _resolve(
+    model_or_name: nn.Module | str, input_size: tuple[int, int, int] | None, **create_kwargs: Any
+) -> tuple[nn.Module, str, tuple[int, ...]]:
+    """The network (a name is built with ``create_kwargs``), its name and its input size (C, H, W):
+    ``input_size``, else the registry's native size for a name, else ``in_chans`` x 224 x 224."""
+    from ..factory import create_model
+    from ..models import model_info
+
+    if isinstance(model_or_name, str):
+        size = input_size or model_info(model_or_name).input_size
+        return create_model(model_or_name, **create_kwargs), model_or_name, tuple(size)
+    name = getattr(model_or_name, "model_name", type(model_or_name).__name__)
+    return model_or_name, name, tuple(input_size or (getattr(model_or_name, "in_chans", 3), 224, 224))
+
+
 def profile(
     model_or_name: nn.Module | str,
     input_size: tuple[int, int, int] | None = None,
@@ -96,21 +108,8 @@ def profile(
     SENet-154 is instant; ``create_kwargs`` go to ``create_model``. ``input_size`` defaults to the
     network's native size from the registry (224x224 for ImageNet networks, 32x32 for CIFAR).
     """
-    from ..factory import create_model
-    from ..models import model_info
-
-    if isinstance(model_or_name, str):
-        name = model_or_name
-        if input_size is None:
-            input_size = model_info(name).input_size
-        with torch.device("meta"):
-            model = create_model(name, **create_kwargs)
-    else:
-        model = model_or_name
-        name = getattr(model, "model_name", type(model).__name__)
-        if input_size is None:
-            in_chans = getattr(model, "in_chans", 3)
-            input_size = (in_chans, 224, 224)
+    with torch.device("meta") if isinstance(model_or_name, str) else nullcontext():
+        model, name, size = _resolve(model_or_name, input_size, **create_kwargs)
     params = sum(p.numel() for p in model.parameters())
     se_params = sum(p.numel() for m in model.modules() if isinstance(m, SEBlock) for p in m.parameters())
     first = next(model.parameters(), None)
@@ -118,10 +117,10 @@ def profile(
     was_training = model.training
     model.eval()
     try:
-        macs = count_macs(model, torch.zeros(1, *input_size, device=device))
+        macs = count_macs(model, torch.zeros(1, *size, device=device))
     finally:
         model.train(was_training)
-    return Profile(name, tuple(input_size), params, se_params, macs)
+    return Profile(name, size, params, se_params, macs)
 
 
 @dataclass(frozen=True)
@@ -193,11 +192,8 @@ def _without_profiler_chatter() -> Iterator[None]:
 
 
 def peak_forward_memory(model: nn.Module, x: torch.Tensor) -> tuple[int, str]:
-    """Peak bytes allocated by ``model(x)`` (inference) above what was allocated before it.
-
-    Returns the bytes and the method used (see the module docstring): the CUDA allocator's peak
-    statistics on CUDA, the running sum of ``torch.profiler`` memory events on CPU.
-    """
+    """Peak bytes allocated by ``model(x)`` (inference) above what was allocated before it, and the
+    method used (see the module docstring)."""
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
         torch.cuda.reset_peak_memory_stats(x.device)
@@ -270,36 +266,20 @@ def measure_together(
     repeats: int = 10,
     **create_kwargs: Any,
 ) -> list[Timing]:
-    """:func:`measure` for several networks whose timed passes alternate (round robin).
-
-    A change in the machine's load during the measurement then slows every network alike, so
-    that the ratio of two latencies (the overhead of SE over its plain twin) stays meaningful on a
-    shared machine, where timing one network after the other would not.
-    """
-    from ..factory import create_model
-    from ..models import model_info
-
+    """:func:`measure` for several networks whose timed passes alternate (round robin), so that a
+    change in the machine's load slows them alike and the ratio of their latencies stays meaningful."""
     if batch_size < 1 or warmup < 0 or repeats < 1:
         raise ValueError(
             f"need batch_size >= 1, warmup >= 0, repeats >= 1; got {batch_size}, {warmup}, {repeats}"
         )
     dev = pick_device(device)
-    nets, names, sizes, modes = [], [], [], []
-    for m in models:
-        if isinstance(m, str):
-            size = input_size or model_info(m).input_size
-            net, name = create_model(m, **create_kwargs), m
-        else:
-            size = input_size or (getattr(m, "in_chans", 3), 224, 224)
-            net, name = m, getattr(m, "model_name", type(m).__name__)
-        modes.append(net.training)
-        nets.append(net.to(dev).eval())
-        names.append(name)
-        sizes.append(tuple(size))
+    resolved = [_resolve(m, input_size, **create_kwargs) for m in models]
+    modes = [net.training for net, _, _ in resolved]
+    nets = [net.to(dev).eval() for net, _, _ in resolved]
     times: list[list[float]] = [[] for _ in nets]
     peaks = []
     try:
-        inputs = [torch.randn(batch_size, *size, device=dev) for size in sizes]
+        inputs = [torch.randn(batch_size, *size, device=dev) for _, _, size in resolved]
         with torch.inference_mode():
             for i in range(warmup + repeats):
                 for k, (net, x) in enumerate(zip(nets, inputs, strict=True)):
@@ -313,28 +293,16 @@ def measure_together(
     finally:
         for net, mode in zip(nets, modes, strict=True):
             net.train(mode)
-    out = []
-    for net, name, size, t, (peak, method) in zip(nets, names, sizes, times, peaks, strict=True):
-        param_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
-        param_bytes += sum(b.numel() * b.element_size() for b in net.buffers())
-        out.append(
-            Timing(
-                name,
-                size,
-                str(dev),
-                batch_size,
-                torch.get_num_threads() if dev.type == "cpu" else 0,
-                warmup,
-                repeats,
-                statistics.median(t),
-                min(t),
-                max(t),
-                int(peak),
-                int(param_bytes),
-                method,
-            )
-        )
-    return out
+    run = (str(dev), batch_size, torch.get_num_threads() if dev.type == "cpu" else 0, warmup, repeats)
+    return [
+        Timing(name, size, *run, statistics.median(t), min(t), max(t), int(peak), _nbytes(net), method)
+        for net, (_, name, size), t, (peak, method) in zip(nets, resolved, times, peaks, strict=True)
+    ]
+
+
+def _nbytes(net: nn.Module) -> int:
+    """Bytes of the parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in itertools.chain(net.parameters(), net.buffers()))
 
 
 def with_twins(names: Sequence[str]) -> list[str]:

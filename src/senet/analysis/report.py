@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from .profile import _num, profile
+
 __all__ = ["RunSummary", "read_run", "report", "report_markdown"]
 
 
@@ -79,7 +81,6 @@ def read_run(run_dir: str | Path) -> RunSummary:
     from ..paper import paper_figures
     from ..train.runlog import read_metrics
     from ..weights import read_checkpoint
-    from .profile import profile
 
     path = Path(run_dir)
     if not path.exists():
@@ -109,14 +110,10 @@ def read_run(run_dir: str | Path) -> RunSummary:
     if not ckpt.get("arch") or not create_kwargs.get("num_classes"):
         raise _not_a_run(path, f"{ckpt_path.name} is not a `senet train` checkpoint")
     name, num_classes = ckpt["arch"], int(create_kwargs.pop("num_classes"))
-    eval_size = int(cfg.get("eval_crop") or model_info(name).input_size[1])
     info = model_info(name)
-    prof = profile(
-        name,
-        (info.input_size[0], eval_size, eval_size),
-        num_classes=num_classes,
-        **create_kwargs,  # the SE options and other keywords the network was built with
-    )
+    eval_size = int(cfg.get("eval_crop") or info.input_size[1])
+    # built with the SE options and other keywords of the run
+    prof = profile(name, (info.input_size[0], eval_size, eval_size), num_classes=num_classes, **create_kwargs)
     dataset = _dataset_key(str(ckpt.get("dataset", info.dataset)), num_classes)
     paper = paper_figures(name)
     if dataset == "imagenet":
@@ -157,10 +154,6 @@ def _duration(seconds: float) -> str:
     return f"{m // 60}h{m % 60:02d}" if m >= 60 else (f"{m} min" if m else f"{seconds:.0f} s")
 
 
-def _opt(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
 def report_markdown(runs: Sequence[RunSummary], out: str | Path | None = None) -> str:
     """The Markdown table of ``runs``; curve links are relative to the folder of ``out`` (or the cwd)."""
     base = Path(out).resolve().parent if out else Path.cwd()
@@ -175,7 +168,7 @@ def report_markdown(runs: Sequence[RunSummary], out: str | Path | None = None) -
     for i, r in enumerate(runs, 1):
         epochs = f"{r.epochs_done}" if r.finished else f"{r.epochs_done} of {r.epochs}"
         data = r.dataset + (" (subset)" if r.train_subset or r.val_subset else "")
-        paper = _opt(r.paper_top1_err) + (
+        paper = _num(r.paper_top1_err, 2) + (
             f" / {r.paper_top5_err:.2f}" if r.paper_top5_err is not None else ""
         )
         link = f"[curves]({os.path.relpath(r.curves, base)})" if r.curves else "-"

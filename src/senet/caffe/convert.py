@@ -20,19 +20,17 @@ How the blobs become our tensors (Caffe's ``batch_norm_layer.cpp`` / ``scale_lay
   and the error lists what differs (e.g. the layers an ``--arch`` of another depth would need).
 
 Input convention. The Caffe models take BGR pixels in 0-255 minus the mean (104, 117, 123)
-(B, G, R) and no std. By default this is folded into the first convolution so that the
-converted network takes RGB input normalised with the ImageNet mean/std, like every PyTorch
-port: ``W'[:, c] = W[:, bgr(c)] * 255 * std_c``, and the constant
-``b = sum W[:, bgr(c)] * (255 * mean_c - caffe_mean_c)`` goes into the running mean of the BN
-that follows (the first convolution has no bias). This is exact wherever the kernel lies inside
-the image. At the border, zero padding in normalised space is the ImageNet mean colour, while
-Caffe pads with its own mean colour; the two differ by (0.675, -0.72, -0.47) of 255 per padded
-pixel (R, G, B), so only the outputs of the first convolution within ``padding`` pixels of the
-border change, by the sum of their padded taps times that difference (with random weights about
-0.3% of their magnitude on average, a few % of their spread at most, and under 1% of the range of
-the logits of a 64x64 image; tests/test_caffe.py bounds it). ``keep_caffe_input=True`` keeps the weights
-unchanged (exact) and records the Caffe preprocessing (BGR, 0-255, mean only) in the checkpoint
-instead.
+(B, G, R), no std. By default this is folded into the first convolution so that the converted
+network takes RGB input normalised with the ImageNet mean/std, like every PyTorch port:
+``W'[:, c] = W[:, bgr(c)] * 255 * std_c``, and ``b = sum W[:, bgr(c)] * (255 * mean_c - caffe_mean_c)``
+goes into the running mean of the BN that follows (the first convolution has no bias). This is
+exact wherever the kernel lies inside the image. At the border, zero padding in normalised space is
+the ImageNet mean colour while Caffe pads with its own, (0.675, -0.72, -0.47) of 255 apart (R, G,
+B), so the first convolution's outputs within ``padding`` pixels of the border change by their
+padded taps times that difference (with random weights about 0.3% of their magnitude on average,
+a few % of their spread at most, under 1% of the range of the logits of a 64x64 image;
+tests/test_caffe.py bounds it). ``keep_caffe_input=True`` keeps the weights unchanged (exact) and
+records the Caffe preprocessing (BGR, 0-255, mean only) in the checkpoint instead.
 """
 
 from __future__ import annotations
@@ -47,6 +45,7 @@ import torch
 from torch import nn
 
 from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..weights import mismatch_message, save_weights
 from .names import caffe_names
 from .schema import messages
 
@@ -158,11 +157,6 @@ def _fit(value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
     return None
 
 
-def _fmt(items: list[str], limit: int = 8) -> str:
-    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
 def caffe_state_dict(model: nn.Module, layers: dict[str, CaffeLayer]) -> dict[str, torch.Tensor]:
     """``model``'s state dict with every tensor taken from the Caffe ``layers`` (Caffe input
     convention, see the module docstring); raises ``ValueError`` listing every mismatch."""
@@ -221,21 +215,18 @@ def caffe_state_dict(model: nn.Module, layers: dict[str, CaffeLayer]) -> dict[st
         if idle:
             unused.append(lname if len(idle) == len(layer.blobs) else f"{lname} (blob {', '.join(idle)})")
     if missing or shapes or geometry or unused:
-        lines = [f"the Caffe model does not match {arch}:"]
-        if missing:
-            lines.append(f"  layers {arch} needs that the file lacks ({len(missing)}): {_fmt(list(missing))}")
-        if unused:
-            lines.append(f"  layers of the file {arch} has no place for ({len(unused)}): {_fmt(unused)}")
-        if shapes:
-            lines.append(f"  shapes that differ ({len(shapes)}): {_fmt(shapes, 4)}")
-        if geometry:
-            lines.append(f"  convolutions that differ ({len(geometry)}): {_fmt(geometry, 4)}")
-        lines.append(
+        groups = [
+            (f"layers {arch} needs that the file lacks", list(missing), 8),
+            (f"layers of the file {arch} has no place for", unused, 8),
+            ("shapes that differ", shapes, 4),
+            ("convolutions that differ", geometry, 4),
+        ]
+        hint = (
             "  Is --arch the network of this file? The release's models are SE-ResNet-50/101/152 "
             "(se_resnet50/101/152), SE-ResNeXt-50/101 32x4d (se_resnext50_32x4d, se_resnext101_32x4d), "
             "SENet-154 (senet154) and SE-BN-Inception (se_bn_inception)."
         )
-        raise ValueError("\n".join(lines))
+        raise ValueError(mismatch_message(f"the Caffe model does not match {arch}:", groups, hint))
     return out
 
 
@@ -301,7 +292,6 @@ def convert_caffe(
     docstring); returns the path written. Nothing is written if the file does not match ``arch``."""
     from ..factory import create_model
     from ..models import model_info
-    from ..weights import save_weights
 
     info = model_info(arch)
     layers = read_caffemodel(caffemodel)

@@ -82,10 +82,8 @@ def parse_proto(text: str, name: str = "caffe.proto") -> Any:
     F = descriptor_pb2.FieldDescriptorProto
     r = _Reader(text, name)
     fdp = descriptor_pb2.FileDescriptorProto(name=name, syntax="proto2")
-    r.take("syntax")
-    r.take("=")
-    r.take('"proto2"', "'proto2'")
-    r.take(";")
+    for expected in (("syntax",), ("=",), ('"proto2"', "'proto2'"), (";",)):
+        r.take(*expected)
     message_fields = []
     while r.peek() is not None:
         if r.take("package", "message") == "package":

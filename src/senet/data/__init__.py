@@ -10,7 +10,7 @@ evaluation split holds a subset of the training classes, mapped by name and told
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,13 @@ from .datasets import (
     BadImageError,
     FolderDataset,
     bad_files_message,
-    check_headers,
     find_split,
+    folder_dataset,
     list_classes,
     load_array_split,
     load_torchvision_cifar,
     open_rgb,
     scan_folder,
-    scan_split,
 )
 from .loaders import FolderLoader, MemoryLoader
 from .sampling import SAMPLINGS, BalancedSampler, balanced_order, epoch_generator
@@ -173,42 +172,6 @@ def detect_dataset(data_dir: Path, dataset: str, train: bool = True) -> str:
     )
 
 
-def folder_dataset(
-    split_dir: Path,
-    per_class: int,
-    transform: Callable[[Any], Any] | None,
-    *,
-    classes: Sequence[str] | None = None,
-    strict: bool = False,
-) -> FolderDataset:
-    """A streamed ImageFolder split over the files :func:`scan_folder` lists (as in memory).
-
-    Every file is checked cheaply up front (:func:`~senet.data.datasets.check_image_header`):
-    empty files and files that are no image are left out and listed in the dataset's ``skipped``
-    (``strict`` raises :class:`BadImageError` instead); files that fail to decode later are replaced
-    at load time (see :class:`FolderDataset`). ``classes``: label the split's class folders by their
-    index in these names (the training classes) rather than in the split's own list; every folder
-    must be among them.
-    """
-    scan = scan_split(Path(split_dir), per_class)
-    skipped = sorted(scan.broken + check_headers([p for p, _ in scan.samples]))
-    if strict and skipped:
-        raise BadImageError(bad_files_message(split_dir, skipped))
-    bad = {p for p, _ in skipped}
-    samples = [s for s in scan.samples if s[0] not in bad]
-    if not samples:
-        raise BadImageError(f"{split_dir} holds no readable image: {bad_files_message(split_dir, skipped)}")
-    names = scan.classes
-    if classes is not None:
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = [c for c in names if c not in index]
-        if unknown:
-            raise ValueError(f"class folders of {split_dir} not among the classes given: {unknown[:5]}")
-        samples = [(p, index[names[y]]) for p, y in samples]
-        names = list(classes)
-    return FolderDataset(samples, names, transform, strict=strict, skipped=skipped)
-
-
 def _shorten(names: Sequence[str], shown: int = 5) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return f"{list(names[:shown])}{more}"
@@ -274,69 +237,59 @@ def build_data(
     if kind not in ("folder", "cifar10", "cifar100"):
         raise ValueError(f"dataset={kind!r}: expected auto, folder, cifar10 or cifar100")
     label_by, notices = None, []  # the classes labelling the evaluation split, when not its own
-    if kind == "folder" and train:
-        train_dir = find_split(root, True)
-        label_by, notices = match_classes(
-            list_classes(train_dir), f"{train_dir.name}/", find_split(root, False)
-        )
-    elif kind == "folder" and classes is not None:
-        label_by, notices = match_classes(list(classes), "the checkpoint", find_split(root, False))
+    if kind == "folder" and (train or classes is not None):
+        known = list_classes(find_split(root, True)) if train else list(classes or [])
+        known_name = "train/" if train else "the checkpoint"
+        label_by, notices = match_classes(known, known_name, find_split(root, False))
     splits = [True, False] if train else [False]
-    per_class = {True: cfg.train_subset, False: cfg.val_subset}
-    # sampling orders training epochs only (evaluation reads every image once, in order)
-    common = dict(seed=seed, rank=rank, world=world, device=torch.device(device), sampling=cfg.sampling)
-    sizes = {True: batch_size, False: eval_batch_size}
-    if kind in ("cifar10", "cifar100") or cfg.in_memory:
-        if cfg.augment in ("imagenet", "release"):
-            raise ValueError(
-                f"augment: {cfg.augment} needs streamed data (in_memory: false); use augment: cifar in memory"
-            )
-        cifar_classes = {"cifar10": 10, "cifar100": 100}.get(kind)
-        arrays: dict[bool, ArrayDataset] = {
-            s: load_array_split(root, s, per_class=per_class[s], cache_dir=cfg.cache_dir)
-            if cifar_classes is None
-            else load_torchvision_cifar(root, s, cifar_classes, cfg.download).subset_per_class(per_class[s])
-            for s in splits
-        }
-        skipped = _refuse_skipped(root, [s for a in arrays.values() for s in a.skipped], cfg.strict_data)
-        if label_by is not None:
-            ev = arrays[False]
-            lut = torch.tensor([label_by.index(c) for c in ev.classes], dtype=torch.int64)
-            arrays[False] = ArrayDataset(ev.images, lut[ev.labels], list(label_by), ev.skipped)
-        size = arrays[False].images.shape[-1]
+    sets = {s: _load_split(cfg, root, kind, s, None if s else label_by) for s in splits}
+    skipped = [f for ds in sets.values() for f in ds.skipped]
+    if cfg.strict_data and skipped:
+        raise BadImageError(bad_files_message(root, skipped))
+    if isinstance(sets[False], ArrayDataset):
+        size = sets[False].images.shape[-1]
         if size != cfg.eval_crop and cfg.augment != "none":
             raise ValueError(
                 f"in-memory images are {size}x{size} but eval_crop is {cfg.eval_crop}; set --eval-crop {size}"
             )
-        cifar = cfg.augment == "cifar"
-        augments = {
-            True: BatchAugment(cfg.mean, cfg.std, padding=4 if cifar else 0, flip=cifar, cutout=cfg.cutout),
-            False: BatchAugment(cfg.mean, cfg.std, 0, False),
-        }
-        loaders: dict[bool, Loader] = {
-            s: MemoryLoader(arrays[s], sizes[s], augments[s], s, **common) for s in splits
-        }
-        names = arrays[train].classes
-    else:
-        datasets: dict[bool, FolderDataset] = {}
-        tf = {
-            k: getattr(cfg, k) for k in ("image_size", "eval_crop", "eval_resize", "mean", "std", "scale_min")
-        }
-        for s in splits:
-            transform = folder_transforms(cfg.augment, train=s, cutout=cfg.cutout if s else 0, **tf)
-            split = find_split(root, s)
-            datasets[s] = folder_dataset(split, per_class[s], transform, classes=None if s else label_by)
-            datasets[s].strict = cfg.strict_data
-        skipped = _refuse_skipped(root, [s for d in datasets.values() for s in d.skipped], cfg.strict_data)
-        loaders = {
-            s: FolderLoader(datasets[s], sizes[s], train=s, workers=cfg.workers, **common) for s in splits
-        }
-        names = list(datasets[train].classes)
-    return Data(loaders.get(True), loaders[False], names, skipped, notices)
+    # sampling orders training epochs only (evaluation reads every image once, in order)
+    common = dict(seed=seed, rank=rank, world=world, device=torch.device(device), sampling=cfg.sampling)
+    sizes = {True: batch_size, False: eval_batch_size}
+    loaders = {s: _loader(cfg, sets[s], s, sizes[s], common) for s in splits}
+    return Data(loaders.get(True), loaders[False], list(sets[train].classes), skipped, notices)
 
 
-def _refuse_skipped(root: Path, skipped: list[tuple[str, str]], strict: bool) -> list[tuple[str, str]]:
-    """``skipped``, or with ``strict`` a :class:`BadImageError` naming them."""
-    if strict and skipped:
-        raise BadImageError(bad_files_message(root, skipped))
-    return skipped
+def _load_split(
+    cfg: DataConfig, root: Path, kind: str, train: bool, label_by: list[str] | None
+) -> ArrayDataset | FolderDataset:
+    """One split of :func:`build_data`'s data, labelled by the classes ``label_by`` when given."""
+    if (kind != "folder" or cfg.in_memory) and cfg.augment in ("imagenet", "release"):
+        raise ValueError(
+            f"augment: {cfg.augment} needs streamed data (in_memory: false); use augment: cifar in memory"
+        )
+    per_class = cfg.train_subset if train else cfg.val_subset
+    if kind != "folder":
+        cifar = load_torchvision_cifar(root, train, 10 if kind == "cifar10" else 100, cfg.download)
+        return cifar.subset_per_class(per_class)
+    if cfg.in_memory:
+        ds = load_array_split(root, train, per_class=per_class, cache_dir=cfg.cache_dir)
+        if label_by is None:
+            return ds
+        lut = torch.tensor([label_by.index(c) for c in ds.classes], dtype=torch.int64)
+        return ArrayDataset(ds.images, lut[ds.labels], list(label_by), ds.skipped)
+    tf = {k: getattr(cfg, k) for k in ("image_size", "eval_crop", "eval_resize", "mean", "std", "scale_min")}
+    transform = folder_transforms(cfg.augment, train=train, cutout=cfg.cutout if train else 0, **tf)
+    folder = folder_dataset(find_split(root, train), per_class, transform, classes=label_by)
+    folder.strict = cfg.strict_data
+    return folder
+
+
+def _loader(
+    cfg: DataConfig, ds: ArrayDataset | FolderDataset, train: bool, batch_size: int, common: dict[str, Any]
+) -> Loader:
+    """The loader of one split: streamed, or in memory with the CIFAR augmentation (Sec. 5.1) if asked."""
+    if isinstance(ds, FolderDataset):
+        return FolderLoader(ds, batch_size, train=train, workers=cfg.workers, **common)
+    pad_flip = train and cfg.augment == "cifar"
+    augment = BatchAugment(cfg.mean, cfg.std, 4 if pad_flip else 0, pad_flip, cfg.cutout if train else 0)
+    return MemoryLoader(ds, batch_size, augment, train, **common)

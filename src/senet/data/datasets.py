@@ -12,10 +12,7 @@ Two kinds of data set serve every recipe:
 
 Both read the same files (:func:`scan_folder`) with the same decoder (:func:`open_rgb`). Unreadable
 files (empty, not an image, truncated) are skipped and reported as ``(path, reason)`` pairs, or
-refused with :class:`BadImageError` in strict mode: decoding a split into memory finds them all; a
-streamed split is checked cheaply up front (empty files, files whose first bytes are no image
-format's) and a file that fails to decode later is replaced by the next one, with a warning line on
-stderr (see :class:`FolderDataset`).
+refused with :class:`BadImageError` in strict mode (a streamed split: see :class:`FolderDataset`).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +42,7 @@ __all__ = [
     "bad_files_message",
     "check_image_header",
     "find_split",
+    "folder_dataset",
     "folder_signature",
     "list_classes",
     "load_array_split",
@@ -53,8 +51,8 @@ __all__ = [
 ]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-TRAIN_SPLITS = ("train",)
-EVAL_SPLITS = ("val", "test")
+Samples = list[tuple[str, int]]  # (path, label) pairs
+Skipped = list[tuple[str, str]]  # (path, reason) pairs of unreadable files
 
 
 @dataclass
@@ -64,7 +62,7 @@ class ArrayDataset:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable files: (path, reason)
+    skipped: Skipped = field(default_factory=list)  # unreadable files
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -80,7 +78,7 @@ class ArrayDataset:
 
 def find_split(data_dir: Path, train: bool) -> Path:
     """``data_dir/train`` for training; ``data_dir/val`` or else ``data_dir/test`` for evaluation."""
-    names = TRAIN_SPLITS if train else EVAL_SPLITS
+    names = ("train",) if train else ("val", "test")
     for name in names:
         if (data_dir / name).is_dir():
             return data_dir / name
@@ -106,14 +104,14 @@ def list_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if _is_dir(e))
 
 
-def _class_files(cls_dir: str) -> tuple[list[str], list[tuple[str, str]]]:
+def _class_files(cls_dir: str) -> tuple[list[str], Skipped]:
     """Image files under ``cls_dir`` (sub-folders too, in torchvision's order) and the broken links.
 
     Symbolic links are followed as torchvision's ``ImageFolder`` follows them, but a folder that is
     its own ancestor (a link loop) is not entered again, so that a loop cannot hang the scan.
     """
     found: list[tuple[str, list[str]]] = []
-    broken: list[tuple[str, str]] = []
+    broken: Skipped = []
     root = os.stat(cls_dir)
     stack: list[tuple[str, frozenset[tuple[int, int]]]] = [(cls_dir, frozenset({(root.st_dev, root.st_ino)}))]
     while stack:
@@ -144,22 +142,13 @@ def _class_files(cls_dir: str) -> tuple[list[str], list[tuple[str, str]]]:
     return [f for _, files in found for f in files], sorted(broken)
 
 
-@dataclass
-class FolderScan:
-    """What :func:`scan_folder` found: samples, classes and the files that lead nowhere."""
-
-    samples: list[tuple[str, int]]
-    classes: list[str]
-    broken: list[tuple[str, str]]
-
-
-def scan_split(split_dir: Path, per_class: int = 0) -> FolderScan:
-    """:func:`scan_folder` with the broken links (``(path, reason)``) it passed over."""
+def scan_split(split_dir: Path, per_class: int = 0) -> tuple[Samples, list[str], Skipped]:
+    """:func:`scan_folder` plus the broken links (``(path, reason)``) it passed over."""
     classes = list_classes(split_dir)
     if not classes:
         raise FileNotFoundError(f"{split_dir} has no class folders (expected {split_dir}/<class>/*.jpg)")
-    samples: list[tuple[str, int]] = []
-    broken: list[tuple[str, str]] = []
+    samples: Samples = []
+    broken: Skipped = []
     for label, cls in enumerate(classes):
         files, bad = _class_files(str(split_dir / cls))
         unreadable = [r for p, r in bad if p == str(split_dir / cls)]
@@ -172,20 +161,20 @@ def scan_split(split_dir: Path, per_class: int = 0) -> FolderScan:
             )
         samples += [(f, label) for f in (files[:per_class] if per_class > 0 else files)]
         broken += bad
-    return FolderScan(samples, classes, broken)
+    return samples, classes, broken
 
 
-def scan_folder(split_dir: Path, per_class: int = 0) -> tuple[list[tuple[str, int]], list[str]]:
+def scan_folder(split_dir: Path, per_class: int = 0) -> tuple[Samples, list[str]]:
     """(path, label) pairs of an ImageFolder split, classes sorted as torchvision sorts them.
 
     Files in sub-folders of a class folder count (as in torchvision); a class folder without any
     image file is refused. ``per_class > 0`` keeps the first ``per_class`` files of every class.
     """
-    scan = scan_split(split_dir, per_class)
-    return scan.samples, scan.classes
+    samples, classes, _ = scan_split(split_dir, per_class)
+    return samples, classes
 
 
-def folder_signature(split_dir: Path, samples: list[tuple[str, int]]) -> str:
+def folder_signature(split_dir: Path, samples: Samples) -> str:
     """A key that changes when the folder's path or any file's name, size or mtime changes.
 
     One ``os.stat`` per file: about 0.4 s for the 60,000 files of CIFAR-10 (warm cache).
@@ -227,13 +216,12 @@ def _reason(exc: BaseException, path: str | None = None) -> str:
     msg = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return "symbolic link loop"
-    if path is not None and isinstance(exc, UnidentifiedImageError):
+    if isinstance(exc, UnidentifiedImageError):
         try:
-            if os.path.getsize(path) == 0:
+            if path is not None and os.path.getsize(path) == 0:
                 return "empty file (0 bytes)"
         except OSError:
             pass
-    if isinstance(exc, UnidentifiedImageError):
         return "not an image (PIL cannot identify it)"
     if "truncated" in msg.lower():
         return "truncated image"
@@ -283,24 +271,22 @@ def check_image_header(path: str | Path) -> str | None:
         return _reason(e, str(path))
 
 
-def check_headers(paths: list[str], chunk: int = 2048) -> list[tuple[str, str]]:
+def check_headers(paths: list[str], chunk: int = 2048) -> Skipped:
     """``(path, reason)`` of the files of ``paths`` that :func:`check_image_header` rejects.
 
     About 2 s for CIFAR-10's 60,000 files on a warm cache (40 s for ImageNet's 1.28 million);
     threads overlap the reads on a cold disk or a network file system.
     """
 
-    def check(part: list[str]) -> list[tuple[str, str]]:
+    def check(part: list[str]) -> Skipped:
         return [(p, r) for p in part if (r := check_image_header(p)) is not None]
 
     parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    if len(parts) <= 1:
-        return [bad for part in parts for bad in check(part)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         return [bad for found in pool.map(check, parts) for bad in found]
 
 
-def bad_files_message(root: str | Path, skipped: list[tuple[str, str]], shown: int = 3) -> str:
+def bad_files_message(root: str | Path, skipped: Skipped, shown: int = 3) -> str:
     """One line naming the first unreadable files and their count, for strict mode."""
     root = str(root)
 
@@ -316,20 +302,28 @@ def bad_files_message(root: str | Path, skipped: list[tuple[str, str]], shown: i
     )
 
 
-def _decode(path: str) -> np.ndarray:
-    return np.asarray(open_rgb(path))
+def _readable(split_dir: Path, samples: Samples, skipped: Skipped, strict: bool) -> Samples:
+    """``samples`` without the ``skipped`` files; :class:`BadImageError` when ``strict`` and some are
+    skipped, or when none is left."""
+    if strict and skipped:
+        raise BadImageError(bad_files_message(split_dir, skipped))
+    bad = {p for p, _ in skipped}
+    kept = [s for s in samples if s[0] not in bad]
+    if not kept:
+        raise BadImageError(f"{split_dir} holds no readable image: {bad_files_message(split_dir, skipped)}")
+    return kept
 
 
 def _decode_or_reason(path: str) -> np.ndarray | str:
     try:
-        return _decode(path)
+        return np.asarray(open_rgb(path))
     except MemoryError:
         raise
     except Exception as e:
         return _reason(e, path)
 
 
-def _decode_folder(samples: list[tuple[str, int]]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def _decode_folder(samples: Samples) -> tuple[np.ndarray, Skipped]:
     """The decoded images ``(N, 3, H, W)`` of the readable files and ``(path, reason)`` of the others."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         decoded = list(pool.map(_decode_or_reason, (p for p, _ in samples), chunksize=256))
@@ -346,18 +340,12 @@ def _decode_folder(samples: list[tuple[str, int]]) -> tuple[np.ndarray, list[tup
     return np.stack(arrays).transpose(0, 3, 1, 2).copy(), skipped
 
 
-def _cache_dir(cache_dir: str | None) -> Path | None:
-    if not cache_dir:
-        return None
-    return Path(os.path.expanduser(cache_dir))
-
-
-def _read_cache(path: Path, split_dir: Path, n: int) -> tuple[np.ndarray, list[tuple[str, str]]] | None:
+def _read_cache(path: Path, split_dir: Path, n: int) -> tuple[np.ndarray, Skipped] | None:
     """The cached images and the files skipped when they were decoded, if the cache is whole."""
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
         skipped = [(str(split_dir / rel), str(reason)) for rel, reason in meta["skipped"]]
-        images = np.load(path, mmap_mode=None)
+        images = np.load(path)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if images.shape[0] != n - len(skipped) or meta.get("images") != images.shape[0]:
@@ -365,7 +353,7 @@ def _read_cache(path: Path, split_dir: Path, n: int) -> tuple[np.ndarray, list[t
     return images, skipped
 
 
-def _write_cache(path: Path, split_dir: Path, images: np.ndarray, skipped: list[tuple[str, str]]) -> None:
+def _write_cache(path: Path, split_dir: Path, images: np.ndarray, skipped: Skipped) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -399,9 +387,8 @@ def load_array_split(
     raises :class:`BadImageError` naming them instead.
     """
     split_dir = find_split(Path(data_dir), train)
-    scan = scan_split(split_dir, per_class)
-    samples = scan.samples
-    cache = _cache_dir(cache_dir)
+    samples, classes, broken = scan_split(split_dir, per_class)
+    cache = Path(cache_dir).expanduser() if cache_dir else None
     path = cache / f"{split_dir.name}-{folder_signature(split_dir, samples)}.npy" if cache else None
     cached = _read_cache(path, split_dir, len(samples)) if path is not None and path.exists() else None
     if cached is not None:
@@ -410,14 +397,10 @@ def load_array_split(
         images, skipped = _decode_folder(samples)
         if path is not None and images.shape[0]:
             _write_cache(path, split_dir, images, skipped)
-    bad = {p for p, _ in skipped}
-    labels = torch.tensor([y for p, y in samples if p not in bad], dtype=torch.int64)
-    skipped = sorted(scan.broken + skipped)
-    if strict and skipped:
-        raise BadImageError(bad_files_message(split_dir, skipped))
-    if not len(labels):
-        raise BadImageError(f"{split_dir} holds no readable image: {bad_files_message(split_dir, skipped)}")
-    return ArrayDataset(torch.from_numpy(images), labels, scan.classes, skipped)
+    skipped = sorted(broken + skipped)
+    kept = _readable(split_dir, samples, skipped, strict)
+    labels = torch.tensor([y for _, y in kept], dtype=torch.int64)
+    return ArrayDataset(torch.from_numpy(images), labels, classes, skipped)
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -435,12 +418,12 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        samples: list[tuple[str, int]],
+        samples: Samples,
         classes: list[str],
         transform: Callable[[Any], Any] | None = None,
         *,
         strict: bool = False,
-        skipped: list[tuple[str, str]] | None = None,
+        skipped: Skipped | None = None,
         skip_log: str | Path | None = None,
     ) -> None:
         self.samples = samples
@@ -475,7 +458,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         n = len(self.samples)
-        failed: list[tuple[str, str]] = []
+        failed: Skipped = []
         for k in range(min(n, self.max_replaced + 1)):
             path, target = self.samples[(index + k) % n]
             try:
@@ -497,6 +480,34 @@ class FolderDataset(torch.utils.data.Dataset):
             f"{len(failed)} images in a row are unreadable, from {failed[0][0]} ({failed[0][1]}): "
             "check the data folder"
         )
+
+
+def folder_dataset(
+    split_dir: Path,
+    per_class: int,
+    transform: Callable[[Any], Any] | None,
+    *,
+    classes: Sequence[str] | None = None,
+    strict: bool = False,
+) -> FolderDataset:
+    """A streamed ImageFolder split over the files :func:`scan_folder` lists (as in memory).
+
+    Files that :func:`check_image_header` rejects are left out and listed in the dataset's
+    ``skipped`` (``strict``: :class:`BadImageError`); files that fail to decode later are replaced at
+    load time (see :class:`FolderDataset`). ``classes``: label the class folders by their index in
+    these names (the training classes) rather than in the split's own list; all must be among them.
+    """
+    samples, names, broken = scan_split(Path(split_dir), per_class)
+    skipped = sorted(broken + check_headers([p for p, _ in samples]))
+    samples = _readable(split_dir, samples, skipped, strict)
+    if classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = [c for c in names if c not in index]
+        if unknown:
+            raise ValueError(f"class folders of {split_dir} not among the classes given: {unknown[:5]}")
+        samples = [(p, index[names[y]]) for p, y in samples]
+        names = list(classes)
+    return FolderDataset(samples, names, transform, strict=strict, skipped=skipped)
 
 
 def load_torchvision_cifar(root: str | Path, train: bool, num_classes: int, download: bool) -> ArrayDataset:

@@ -55,29 +55,23 @@ class MemoryLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.data)
         if self.train:
-            return n // (self.batch_size * self.world)
-        lo, hi = self._eval_range()
-        return -(-(hi - lo) // self.batch_size)
+            return len(self.data) // (self.batch_size * self.world)
+        return -(-self.num_samples // self.batch_size)
 
     @property
     def num_samples(self) -> int:
         """Images this process sees in one pass."""
-        if self.train:
-            return len(self) * self.batch_size
-        lo, hi = self._eval_range()
-        return hi - lo
+        return len(self) * self.batch_size if self.train else len(self._share())
 
-    def _eval_range(self) -> tuple[int, int]:
-        n = len(self.data)
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+    def _share(self) -> range:
+        return _eval_share(len(self.data), self.rank, self.world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self.train:
-            lo, hi = self._eval_range()
-            for i in range(lo, hi, self.batch_size):
-                j = min(i + self.batch_size, hi)
+            share = self._share()
+            for i in share[:: self.batch_size]:
+                j = min(i + self.batch_size, share.stop)
                 x = self.data.images[i:j].to(self.device, non_blocking=True)
                 yield self.augment(x, None), self.data.labels[i:j].to(self.device, non_blocking=True)
             return
@@ -118,8 +112,7 @@ class FolderLoader:
         device: torch.device | str = "cpu",
         sampling: str = "uniform",
     ) -> None:
-        device = torch.device(device)
-        self.seed, self.device, self.train = seed, device, train
+        self.seed, self.device, self.train = seed, torch.device(device), train
         self.generator = torch.Generator()
         self.sampler: BalancedSampler | DistributedSampler | RandomSampler | SequentialSampler | range
         if train and sampling == "balanced":
@@ -129,9 +122,8 @@ class FolderLoader:
             self.sampler = DistributedSampler(
                 dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
             )
-        elif world > 1:  # evaluation: a contiguous share each, no padding (every image counted once)
-            n = len(dataset)  # type: ignore[arg-type]
-            self.sampler = range(n * rank // world, n * (rank + 1) // world)
+        elif world > 1:
+            self.sampler = _eval_share(len(dataset), rank, world)  # type: ignore[arg-type]
         elif train:
             self.sampler = RandomSampler(dataset, generator=self.generator)
         else:
@@ -141,7 +133,7 @@ class FolderLoader:
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.device.type == "cuda",
             drop_last=train,
             persistent_workers=False,
             generator=self.generator,
@@ -173,6 +165,12 @@ class FolderLoader:
             traceback.clear_frames(e.__traceback__)
         del batches
         raise BadImageError(msg)
+
+
+def _eval_share(n: int, rank: int, world: int) -> range:
+    """The indices of ``n`` evaluation samples process ``rank`` reads: a contiguous share, no padding
+    (every image counted once)."""
+    return range(n * rank // world, n * (rank + 1) // world)
 
 
 def _worker_message(msg: str) -> str:

@@ -7,10 +7,8 @@ repetition, so a frequent class shows a different random share of its images eac
 one repeats its images as evenly as possible. Class counts are then equal in every epoch, not only
 in expectation.
 
-The order of an epoch follows from ``(seed, epoch)`` alone (:func:`epoch_generator`) and is the same
-on every process; each process takes its disjoint share of every global batch, so N processes train
-on exactly the batches one process with the same global batch sees, and a resumed run replays the
-same epochs.
+The order of an epoch follows from ``(seed, epoch)`` alone (:func:`epoch_generator`): the same on
+every process, each taking its share of every global batch, and in a resumed run.
 """
 
 from __future__ import annotations
@@ -45,15 +43,12 @@ def balanced_order(labels: torch.Tensor | Sequence[int], generator: torch.Genera
     draws = torch.full((k,), n // k, dtype=torch.int64)
     draws[torch.randperm(k, generator=generator)[: n % k]] += 1
     chosen = []
-    start = 0
-    for size, count in zip(sizes.tolist(), draws.tolist(), strict=True):
-        members = order[start : start + size]
-        start += size
+    for members, count in zip(order.split(sizes.tolist()), draws.tolist(), strict=True):
+        size = len(members)
         cycles = -(-count // size)  # go through the class's images as often as needed
         picks = torch.cat([torch.randperm(size, generator=generator) for _ in range(cycles)])[:count]
         chosen.append(members[picks])
-    epoch = torch.cat(chosen)
-    return epoch[torch.randperm(n, generator=generator)]
+    return torch.cat(chosen)[torch.randperm(n, generator=generator)]
 
 
 class BalancedSampler(Sampler[int]):

@@ -122,16 +122,11 @@ class BatchAugment:
             x = padded.flatten(2).gather(2, idx.expand(n, c, h * w)).view(n, c, h, w)
         x = normalize(x, self.mean, self.std)
         if self.cutout > 0:
+            # pixel offsets from the square's top-left corner (centre - cutout // 2)
             half = self.cutout // 2
-            ys = torch.arange(h, device=dev).view(1, h, 1)
-            xs = torch.arange(w, device=dev).view(1, 1, w)
-            cy, cx = draws.cy.to(dev).view(n, 1, 1), draws.cx.to(dev).view(n, 1, 1)
-            inside = (
-                (ys >= cy - half)
-                & (ys < cy - half + self.cutout)
-                & (xs >= cx - half)
-                & (xs < cx - half + self.cutout)
-            )
+            ys = torch.arange(h, device=dev).view(1, h, 1) - draws.cy.to(dev).view(n, 1, 1) + half
+            xs = torch.arange(w, device=dev).view(1, 1, w) - draws.cx.to(dev).view(n, 1, 1) + half
+            inside = (ys >= 0) & (ys < self.cutout) & (xs >= 0) & (xs < self.cutout)
             x = x.masked_fill(inside.unsqueeze(1), 0.0)
         return x
 

@@ -8,16 +8,12 @@ gradient norm clipped at 0.1, frozen BN, RGB blanked with probability 0.15.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..data import setting as _opt
-from ..train.config import read_recipe, typed_values
+from ..train.config import TypedConfig, check_choices, check_ranges, list_recipes, recipe_fields
 from .detector import HEADS
 from .events import MODALITIES, REPRESENTATIONS, check_modalities
 from .modules import FUSIONS
@@ -27,10 +23,18 @@ __all__ = ["DetectConfig", "list_detect_recipes", "load_detect_config"]
 DATASETS = ("dsec", "ddd17")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("plateau", "cosine", "constant")
+CHOICES = dict(head=HEADS, fusion=FUSIONS, dataset=DATASETS, representation=REPRESENTATIONS)
+CHOICES.update(optimizer=OPTIMIZERS, schedule=SCHEDULES)
+RANGES = {
+    **dict.fromkeys("bins window_us min_size max_size epochs batch_size accum_steps".split(), ">= 1"),
+    **dict.fromkeys(("lr", "tau_us"), "> 0"),
+    "rgb_blank_prob": "in [0, 1)",
+    **dict.fromkeys("clip_grad_norm weight_decay train_limit val_limit workers threads".split(), ">= 0"),
+}
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(TypedConfig):
     """Every field of a ``senet detect train`` run (``senet detect train --help`` shows each meaning)."""
 
     recipe: str = _opt("", "name of the recipe the run started from (set by --recipe)")
@@ -78,28 +82,7 @@ class DetectConfig:
     out: str = _opt("", "run folder (default runs/detect-<recipe>)")
     resume: bool = _opt(False, "continue the run in out from its last.pt")
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @classmethod
-    def fields(cls) -> dict[str, Any]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def meanings(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(
-        cls, values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
-    ) -> DetectConfig:
-        return cls(
-            **typed_values(cls.fields(), values, source, origins, help_cmd="senet detect train --help")
-        )
+    help_cmd = "senet detect train --help"
 
     @property
     def streams(self) -> str:
@@ -108,48 +91,16 @@ class DetectConfig:
         return "+".join(self.modalities) + (f" ({self.fusion} fusion)" if both else "")
 
     def validate(self) -> None:
-        check_choices(
-            self,
-            head=HEADS,
-            fusion=FUSIONS,
-            dataset=DATASETS,
-            representation=REPRESENTATIONS,
-            optimizer=OPTIMIZERS,
-            schedule=SCHEDULES,
-        )
+        check_choices(vars(self), CHOICES)
         check_modalities(self.modalities)
-        for name in ("bins", "window_us", "min_size", "max_size", "epochs", "batch_size", "accum_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"config: {name}={getattr(self, name)} must be >= 1")
-        for name in ("lr", "tau_us"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"config: {name}={getattr(self, name)} must be > 0")
-        if not 0 <= self.rgb_blank_prob < 1:
-            raise ValueError(f"config: rgb_blank_prob={self.rgb_blank_prob} must be in [0, 1)")
-        for name in ("clip_grad_norm", "weight_decay", "train_limit", "val_limit", "workers", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"config: {name}={getattr(self, name)} must be >= 0")
+        check_ranges(vars(self), RANGES)
         if self.fusion_kwargs and self.fusion != "se":
             raise ValueError(f"config: fusion_kwargs are SE knobs; fusion={self.fusion!r} takes none")
 
 
-def check_choices(cfg: Any, **choices: tuple[str, ...]) -> None:
-    """A one-line error for a field whose value is not one of its choices."""
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise ValueError(f"config: {name}={getattr(cfg, name)!r}: expected one of {', '.join(allowed)}")
-
-
-def _recipes_dir() -> Path:
-    return Path(str(resources.files("senet") / "recipes" / "detect"))
-
-
 def list_detect_recipes() -> dict[str, str]:
     """Shipped detection recipe name -> its one-line description."""
-    return {
-        p.stem: str(read_recipe(p).get("description", "")).strip()
-        for p in sorted(_recipes_dir().glob("*.yaml"))
-    }
+    return list_recipes("detect")
 
 
 def load_detect_config(
@@ -158,27 +109,5 @@ def load_detect_config(
     overrides: dict[str, Any] | None = None,
 ) -> DetectConfig:
     """Fields of ``recipe`` (a ``recipes/detect`` name or a YAML path), then ``config``, ``overrides``."""
-    values: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if recipe:
-        path = Path(recipe)
-        if path.suffix not in (".yaml", ".yml"):
-            path = _recipes_dir() / f"{recipe}.yaml"
-            if not path.is_file():
-                names = list(list_detect_recipes())
-                close = difflib.get_close_matches(str(recipe), names, n=3, cutoff=0.5)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
-                raise ValueError(
-                    f"unknown detection recipe {str(recipe)!r}.{hint} Shipped: {', '.join(names)}"
-                )
-            values["recipe"] = path.stem
-        values.update(read_recipe(path))
-        origins.update(dict.fromkeys(values, f"recipe {recipe}"))
-    if config:
-        given = read_recipe(Path(config))
-        values.update(given)
-        origins.update(dict.fromkeys(given, f"config {config}"))
-    for key, value in (overrides or {}).items():
-        values[key.replace("-", "_")] = value
-        origins[key.replace("-", "_")] = "command line"
+    values, origins = recipe_fields(recipe, config, overrides, "detect")
     return DetectConfig.from_dict(values, source=f"recipe {recipe}" if recipe else "config", origins=origins)

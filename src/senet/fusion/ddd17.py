@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from .dsec import DatasetLayoutError, coco_dict, image_size, make_target, read_rgb
+from .dsec import DatasetLayoutError, DetectionItems, image_size, read_rgb
 from .events import MODALITIES, check_modalities
 
 __all__ = ["DDD17_URL", "DDD17_SPLITS", "DDD17Dataset", "write_ddd17"]
@@ -76,13 +75,12 @@ def read_classes(path: Path) -> tuple[str, ...]:
     return tuple(by_id[k] for k in range(len(by_id)))
 
 
-class DDD17Dataset(Dataset):
+class DDD17Dataset(DetectionItems):
     """PKU-DDD17-Car frames, FRN event tensors and car boxes as ``(inputs, target)`` items.
 
-    The items are those of :class:`~senet.fusion.dsec.DSECDetDataset`: ``inputs`` ``"rgb"`` float32
-    ``[3, H, W]`` in [0, 1] (the grey frame on 3 channels) and ``"events"`` float32 ``[C, H, W]`` (the stored
-    tensor); ``target`` ``boxes`` float32 ``[K, 4]`` xyxy, ``labels`` int64 ``[K]``, ``image_id``. One item
-    per frame named in ``csv_file`` (layout: module docstring).
+    The items are those of :class:`~senet.fusion.dsec.DSECDetDataset`, with ``inputs`` ``"rgb"`` the grey
+    frame on 3 channels and ``"events"`` the stored tensor; one item per frame named in ``csv_file``
+    (layout: module docstring).
 
     Args:
         image_size: ``(height, width)`` every frame and event tensor must have (default: the first item's).
@@ -120,9 +118,8 @@ class DDD17Dataset(Dataset):
                 raise DatasetLayoutError(f"missing folder {folder} of the {what}; {_HINT}")
         self.height, self.width = image_size if image_size is not None else self._first_size()
         if event_channels is None:
-            event_channels = (
-                self._first_events().shape[0] if "events" in self.modalities else FRN_EVENT_CHANNELS
-            )
+            events = "events" in self.modalities
+            event_channels = self._load_events(0, check=False).shape[0] if events else FRN_EVENT_CHANNELS
         self.event_channels = int(event_channels)
 
     @classmethod
@@ -202,32 +199,25 @@ class DDD17Dataset(Dataset):
         self._labels = [np.asarray(lab, dtype=np.int64) for lab in labels]
 
     def _path(self, index: int, kind: str) -> Path:
+        """The existing event tensor (``kind`` ``"events"``) or frame file of item ``index``."""
         name = self._names[index]
         if kind == "events":
-            return self.events_dir / name
-        return self.images_dir / (name[: -len(".npz")] + ".png" if name.endswith(".npz") else name + ".png")
-
-    def _missing(self, index: int, kind: str) -> DatasetLayoutError:
-        what = "event tensor" if kind == "events" else "frame"
-        return DatasetLayoutError(
-            f"missing {what} {self._path(index, kind)} (row {self.csv_file}:{self._lines[index]}); {_HINT}"
-        )
+            path, what = self.events_dir / name, "event tensor"
+        else:
+            path, what = self.images_dir / (name.removesuffix(".npz") + ".png"), "frame"
+        if not path.is_file():
+            raise DatasetLayoutError(
+                f"missing {what} {path} (row {self.csv_file}:{self._lines[index]}); {_HINT}"
+            )
+        return path
 
     def _first_size(self) -> tuple[int, int]:
         if "rgb" in self.modalities:
-            path = self._path(0, "rgb")
-            if not path.is_file():
-                raise self._missing(0, "rgb")
-            return image_size(path)
-        return tuple(self._first_events().shape[1:])  # type: ignore[return-value]
-
-    def _first_events(self) -> np.ndarray:
-        return self._load_events(0, check=False)
+            return image_size(self._path(0, "rgb"))
+        return tuple(self._load_events(0, check=False).shape[1:])  # type: ignore[return-value]
 
     def _load_events(self, index: int, check: bool = True) -> np.ndarray:
         path = self._path(index, "events")
-        if not path.is_file():
-            raise self._missing(index, "events")
         try:
             z = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -246,18 +236,10 @@ class DDD17Dataset(Dataset):
             )
         return arr
 
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"item {index} of a data set of {len(self)}")
-        index = index % len(self)
+    def _inputs(self, index: int) -> dict[str, Tensor]:
         inputs: dict[str, Tensor] = {}
         if "rgb" in self.modalities:
             path = self._path(index, "rgb")
-            if not path.is_file():
-                raise self._missing(index, "rgb")
             rgb = read_rgb(path)
             if tuple(rgb.shape[1:]) != (self.height, self.width):
                 raise DatasetLayoutError(
@@ -268,12 +250,10 @@ class DDD17Dataset(Dataset):
             inputs["events"] = torch.from_numpy(
                 np.ascontiguousarray(self._load_events(index), dtype=np.float32)
             )
-        return inputs, make_target(self._boxes[index], self._labels[index], index)
+        return inputs
 
-    def coco_ground_truth(self) -> dict[str, Any]:
-        """The boxes of every item as a COCO-format dict (image ids = item indices, categories = labels)."""
-        sizes = [(self.height, self.width)] * len(self)
-        return coco_dict(sizes, self._names, self._boxes, self._labels, self.class_names)
+    def _file_names(self) -> list[str]:
+        return self._names
 
 
 def write_ddd17(

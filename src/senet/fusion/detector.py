@@ -20,7 +20,6 @@ predictions out); :class:`Detector` hides Faster R-CNN's reserved background lab
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 
 from ..detection import BackboneWithFPN, pyramid_extractor
 from .events import MODALITIES, check_modalities
-from .modules import FUSIONS, make_fusion
+from .modules import FUSIONS, _unknown_choice, make_fusion
 
 __all__ = [
     "HEADS",
@@ -54,6 +53,12 @@ def _whole(key: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{key}={value!r} must be a whole number >= 1")
     return value
+
+
+def _probability(p: float) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"rgb_blank_prob={p!r} must be a probability in [0, 1]")
+    return float(p)
 
 
 class TwoStreamBody(nn.Module):
@@ -80,11 +85,8 @@ class TwoStreamBody(nn.Module):
         self.modalities = check_modalities(modalities)
         self.event_channels = _whole("event_channels", event_channels)
         if fusion not in FUSIONS:
-            close = difflib.get_close_matches(str(fusion), FUSIONS, n=1, cutoff=0.4)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown fusion {fusion!r}: choose one of {FUSIONS}.{hint}")
-        if not 0.0 <= rgb_blank_prob <= 1.0:
-            raise ValueError(f"rgb_blank_prob={rgb_blank_prob!r} must be a probability in [0, 1]")
+            raise _unknown_choice("fusion", fusion, FUSIONS)
+        self.rgb_blank_prob = _probability(rgb_blank_prob)
         if weights_backbone is not None and "rgb" not in self.modalities:
             raise ValueError(
                 "weights_backbone initialises the RGB stream (FRN loads ImageNet weights into it only); "
@@ -94,30 +96,20 @@ class TwoStreamBody(nn.Module):
         if "in_chans" in kwargs:
             raise ValueError("in_chans is set per stream (3 for RGB, event_channels for events): drop it")
         self.in_chans = {"rgb": RGB_CHANNELS, "events": self.event_channels}
+        weights = {"rgb": weights_backbone, "events": None}
         self.streams = nn.ModuleDict(
             {
-                m: pyramid_extractor(
-                    backbone,
-                    weights=weights_backbone if m == "rgb" else None,
-                    in_chans=self.in_chans[m],
-                    **kwargs,
-                )
+                m: pyramid_extractor(backbone, weights=weights[m], in_chans=self.in_chans[m], **kwargs)
                 for m in self.modalities
             }
         )
+        # with both streams the first is RGB's: the FPN sees a single-stream network's widths
         first = self.streams[self.modalities[0]]
-        self.strides = list(first.strides)
-        if len(self.modalities) == 2:
-            rgb, events = self.streams["rgb"], self.streams["events"]
-            self.fusions = nn.ModuleList(
-                make_fusion(fusion, cr, ce, cr, **(fusion_kwargs or {}))
-                for cr, ce in zip(rgb.channels, events.channels, strict=True)
-            )
-            self.channels = list(rgb.channels)  # the FPN sees a single-stream network's widths
-        else:
-            self.fusions = nn.ModuleList()
-            self.channels = list(first.channels)
-        self.rgb_blank_prob = float(rgb_blank_prob)
+        self.strides, self.channels = list(first.strides), list(first.channels)
+        self.fusions = nn.ModuleList()  # one per stage, with both streams
+        if len(self.streams) > 1:
+            for cr, ce in zip(first.channels, self.streams["events"].channels, strict=True):
+                self.fusions.append(make_fusion(fusion, cr, ce, cr, **(fusion_kwargs or {})))
 
     def split(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-modality parts of ``x`` [N, 3 + C, H, W] (RGB channels first)."""
@@ -148,7 +140,7 @@ class TwoStreamBody(nn.Module):
 class TwoStreamBackbone(BackboneWithFPN):
     """Two streams of a registered network, fused per stage, then torchvision's FPN.
 
-    Args:
+    Args (all but ``out_channels`` and ``extra_blocks`` build the :class:`TwoStreamBody`):
         backbone: a registered name with stages of stride 4, 8, 16, 32 (``resnet50`` in FRN,
             ``se_resnet50``, ``mobilenet``, ``se_vgg16``, ...); both streams use it.
         modalities: ``("rgb", "events")``, ``("rgb",)`` or ``("events",)``; with one there is no fusion.
@@ -177,28 +169,13 @@ class TwoStreamBackbone(BackboneWithFPN):
         self,
         backbone: str = "resnet50",
         *,
-        modalities: str | Sequence[str] = MODALITIES,
-        event_channels: int = 5,
-        fusion: str = "se",
-        fusion_kwargs: Mapping[str, Any] | None = None,
         out_channels: int = 256,
-        weights_backbone: str | Path | Mapping[str, Any] | None = None,
-        backbone_kwargs: Mapping[str, Any] | None = None,
         extra_blocks: str = "p6p7",
-        rgb_blank_prob: float = 0.0,
+        **body_kwargs: Any,
     ) -> None:
         if extra_blocks not in EXTRA_BLOCKS:
             raise ValueError(f"extra_blocks={extra_blocks!r} is not one of {EXTRA_BLOCKS}")
-        body = TwoStreamBody(
-            backbone,
-            modalities=modalities,
-            event_channels=event_channels,
-            fusion=fusion,
-            fusion_kwargs=fusion_kwargs,
-            weights_backbone=weights_backbone,
-            backbone_kwargs=backbone_kwargs,
-            rgb_blank_prob=rgb_blank_prob,
-        )
+        body = TwoStreamBody(backbone, **body_kwargs)
         out_channels = _whole("out_channels", out_channels)
         if extra_blocks == "p6p7":
             extra: ExtraFPNBlock = LastLevelP6P7(body.channels[-1], out_channels)
@@ -228,9 +205,7 @@ class TwoStreamBackbone(BackboneWithFPN):
 
     @rgb_blank_prob.setter
     def rgb_blank_prob(self, p: float) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"rgb_blank_prob={p!r} must be a probability in [0, 1]")
-        self.body.rgb_blank_prob = float(p)
+        self.body.rgb_blank_prob = _probability(p)
 
 
 def retinanet_anchors(level_strides: Sequence[int]) -> AnchorGenerator:
@@ -399,9 +374,7 @@ def create_detector(
             (``image_mean`` / ``image_std`` with one value per input channel, ``score_thresh``, ...).
     """
     if head not in HEADS:
-        close = difflib.get_close_matches(str(head), HEADS, n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown head {head!r}: choose one of {HEADS}.{hint}")
+        raise _unknown_choice("head", head, HEADS)
     num_classes = _whole("num_classes", num_classes)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}")

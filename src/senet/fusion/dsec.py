@@ -43,7 +43,7 @@ reading only that slice. Boxes are ``[x, y, x + w, y + h]`` clipped to the image
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +107,23 @@ class DatasetLayoutError(ValueError):
     """Files that are not in the expected data-set layout (the message names the file and the fix)."""
 
 
-def _get_data_hint() -> str:
-    return f"download DSEC-Det from {DSEC_DET_URL}"
+_HINT = f"download DSEC-Det from {DSEC_DET_URL}"
 
 
-def read_rgb(path: Path, size: tuple[int, int] | None = None) -> Tensor:
-    """The image file as float32 ``[3, H, W]`` in [0, 1] (grey replicated), resized to ``size`` if given."""
+def _read_image(path: Path, read: Callable[[Any], Any]) -> Any:
+    """``read`` of the opened image file; an unreadable file is a :class:`DatasetLayoutError`."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
+            return read(im)
     except (OSError, ValueError) as e:
         raise DatasetLayoutError(f"{path}: unreadable image ({e}); re-extract or re-download it") from None
+
+
+def read_rgb(path: Path, size: tuple[int, int] | None = None) -> Tensor:
+    """The image file as float32 ``[3, H, W]`` in [0, 1] (grey replicated), resized to ``size`` if given."""
+    array = _read_image(path, lambda im: np.asarray(im.convert("RGB")))
     image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
     if size is not None and tuple(image.shape[1:]) != tuple(size):
         image = torch.nn.functional.interpolate(
@@ -130,49 +134,51 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> Tensor:
 
 def image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, from its header."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, ValueError) as e:
-        raise DatasetLayoutError(f"{path}: unreadable image ({e}); re-extract or re-download it") from None
+    return _read_image(path, lambda im: (im.height, im.width))
 
 
-def coco_dict(
-    sizes: Sequence[tuple[int, int]],
-    file_names: Sequence[str],
-    boxes: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    class_names: Sequence[str],
-) -> dict[str, Any]:
-    """A COCO-format ground truth: image ids are item indices, category ids our 0-based labels."""
-    images, annotations = [], []
-    for i, ((h, w), name, b, lab) in enumerate(zip(sizes, file_names, boxes, labels, strict=True)):
-        images.append({"id": i, "width": int(w), "height": int(h), "file_name": name})
-        for (x1, y1, x2, y2), c in zip(b.tolist(), lab.tolist(), strict=True):
-            bw, bh = x2 - x1, y2 - y1
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i,
-                    "category_id": int(c),
-                    "bbox": [x1, y1, bw, bh],
-                    "area": bw * bh,
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": k, "name": n} for k, n in enumerate(class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+class DetectionItems(Dataset):
+    """The items and COCO ground truth shared by the DSEC-Det and PKU-DDD17-Car readers.
 
+    A reader fills ``_boxes`` (``[K, 4]`` xyxy pixels) and ``_labels`` (``[K]`` 0-based) per item, sets
+    ``height``, ``width`` and ``class_names``, and defines ``_inputs(index)`` (the modality tensors) and
+    ``_file_names()`` (one name per item).
+    """
 
-def make_target(boxes: np.ndarray, labels: np.ndarray, index: int) -> dict[str, Tensor]:
-    """torchvision-style target: ``boxes`` float32 [K, 4] xyxy, ``labels`` int64 [K], ``image_id``."""
-    return {
-        "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()),
-        "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1).copy()),
-        "image_id": torch.tensor(index, dtype=torch.int64),
-    }
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``(inputs, target)``; target: ``boxes`` float32 [K, 4] xyxy, ``labels`` int64 [K], ``image_id``."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"item {index} of a data set of {len(self)}")
+        index = index % len(self)
+        inputs = self._inputs(index)
+        return inputs, {
+            "boxes": torch.from_numpy(np.asarray(self._boxes[index], dtype=np.float32).reshape(-1, 4).copy()),
+            "labels": torch.from_numpy(np.asarray(self._labels[index], dtype=np.int64).reshape(-1).copy()),
+            "image_id": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """The boxes of every item as a COCO-format dict (image ids = item indices, categories = labels)."""
+        images, annotations = [], []
+        for i, (name, b, lab) in enumerate(zip(self._file_names(), self._boxes, self._labels, strict=True)):
+            images.append({"id": i, "width": int(self.width), "height": int(self.height), "file_name": name})
+            for (x1, y1, x2, y2), c in zip(b.tolist(), lab.tolist(), strict=True):
+                bw, bh = x2 - x1, y2 - y1
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i,
+                        "category_id": int(c),
+                        "bbox": [x1, y1, bw, bh],
+                        "area": bw * bh,
+                        "iscrowd": 0,
+                    }
+                )
+        categories = [{"id": k, "name": n} for k, n in enumerate(self.class_names)]
+        return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def ms_to_idx(t_rel: np.ndarray) -> np.ndarray:
@@ -182,11 +188,6 @@ def ms_to_idx(t_rel: np.ndarray) -> np.ndarray:
     return np.searchsorted(t_rel, np.arange(last_ms + 1, dtype=np.int64) * 1000, side="left").astype(
         np.uint64
     )
-
-
-def _blosc() -> dict[str, Any]:
-    """Blosc / zstd / bit shuffle, the filter of the released files (dagr's H5_BLOSC_COMPRESSION_FLAGS)."""
-    return dict(hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
 
 
 def write_dsec_det_sequence(
@@ -250,25 +251,24 @@ def write_dsec_det_sequence(
 
     seq = Path(root) / split / name
     image_dir = seq / "images" / "left" / image_view
-    image_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (image_dir, (seq / EVENTS_FILE).parent, (seq / TRACKS_FILE).parent):
+        folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
         Image.fromarray(image).save(image_dir / f"{i:06d}.png")
     np.savetxt(seq / TIMESTAMPS_FILE, stamps, fmt="%d")
 
-    (seq / EVENTS_FILE).parent.mkdir(parents=True, exist_ok=True)
+    # Blosc / zstd / bit shuffle, the filter of the released files (dagr's H5_BLOSC_COMPRESSION_FLAGS)
+    blosc = dict(hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
     with h5py.File(seq / EVENTS_FILE, "w") as f:
         for key, values, dtype in (("x", x, "u2"), ("y", y, "u2"), ("p", p, "u1"), ("t", t_rel, "u4")):
-            f.create_dataset(f"events/{key}", data=np.asarray(values).astype(dtype), **_blosc())
-        f.create_dataset("ms_to_idx", data=ms_to_idx(t_rel), **_blosc())
+            f.create_dataset(f"events/{key}", data=np.asarray(values).astype(dtype), **blosc)
+        f.create_dataset("ms_to_idx", data=ms_to_idx(t_rel), **blosc)
         f.create_dataset("t_offset", data=np.int64(t_offset), dtype="i8")
 
     out = np.zeros(len(tracks), dtype=TRACKS_DTYPE)
-    for field in TRACKS_DTYPE.names:
-        if field in tracks.dtype.names:
-            out[field] = tracks[field]
-        elif field == "class_confidence":
-            out[field] = 1.0
-    (seq / TRACKS_FILE).parent.mkdir(parents=True, exist_ok=True)
+    out["class_confidence"] = 1.0  # the fields ``tracks`` lacks are 0, the confidence 1
+    for field in set(TRACKS_DTYPE.names) & set(tracks.dtype.names):
+        out[field] = tracks[field]
     np.save(seq / TRACKS_FILE, out)
     return seq
 
@@ -277,7 +277,6 @@ class _Sequence:
     """One sequence folder: its image files, timestamps and the path of its events file."""
 
     def __init__(self, folder: Path, image_view: str) -> None:
-        self.folder = folder
         self.name = folder.name
         image_dir = folder / "images" / "left" / image_view
         for path, what in (
@@ -288,7 +287,7 @@ class _Sequence:
         ):
             if not path.exists():
                 raise DatasetLayoutError(
-                    f"sequence {folder}: missing {path} ({what}); {_get_data_hint()}"
+                    f"sequence {folder}: missing {path} ({what}); {_HINT}"
                     + (" and remap the images (dsec-det readme)" if what.startswith("the distorted") else "")
                 )
         self.image_files = sorted(image_dir.glob("*.png"))
@@ -301,7 +300,7 @@ class _Sequence:
                 f"sequence {folder}: mismatched frame/event counts: {len(self.image_files)} images in "
                 f"{image_dir} but {stamps.size} timestamps in {folder / TIMESTAMPS_FILE}; re-extract them"
             )
-        if stamps.size > 1 and bool((np.diff(stamps) <= 0).any()):
+        if bool((np.diff(stamps) <= 0).any()):
             first = int(np.argmax(np.diff(stamps) <= 0)) + 1
             raise DatasetLayoutError(
                 f"{folder / TIMESTAMPS_FILE}: timestamps do not increase (line {first + 1}); re-extract them"
@@ -319,7 +318,7 @@ class _Sequence:
         self.tracks = tracks
 
 
-class DSECDetDataset(Dataset):
+class DSECDetDataset(DetectionItems):
     """DSEC-Det frames, events and boxes as ``(inputs, target)`` items (layout: module docstring).
 
     ``inputs`` holds the requested modalities: ``"rgb"`` float32 ``[3, H, W]`` in [0, 1] and ``"events"``
@@ -355,9 +354,7 @@ class DSECDetDataset(Dataset):
         sensor_size: tuple[int, int] | None = None,
     ) -> None:
         self.modalities = check_modalities(modalities)
-        self.representation = (
-            representation if representation is not None else EventRepresentation("voxel", 5)
-        )
+        self.representation = representation or EventRepresentation()
         if isinstance(window_us, bool) or not isinstance(window_us, (int, np.integer)) or window_us <= 0:
             raise DatasetLayoutError(
                 f"window_us must be a positive integer (microseconds), got {window_us!r}"
@@ -375,7 +372,7 @@ class DSECDetDataset(Dataset):
         if sensor_size is None:
             first = next((s.image_files[0] for s in self.sequences if s.image_files), None)
             if first is None:
-                raise DatasetLayoutError(f"split {split!r} of {root} holds no images; {_get_data_hint()}")
+                raise DatasetLayoutError(f"split {split!r} of {root} holds no images; {_HINT}")
             sensor_size = image_size(first)
         self.height, self.width = int(sensor_size[0]), int(sensor_size[1])
         self._items: list[tuple[int, int]] = []  # (sequence index, image index)
@@ -417,19 +414,17 @@ class DSECDetDataset(Dataset):
         if split not in SPLITS:
             raise DatasetLayoutError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
         if not root.is_dir():
-            raise DatasetLayoutError(f"DSEC-Det root {root} does not exist; {_get_data_hint()}")
+            raise DatasetLayoutError(f"DSEC-Det root {root} does not exist; {_HINT}")
         folder = root / ("test" if split == "test" else "train")
         if not folder.is_dir():
-            raise DatasetLayoutError(
-                f"no split folder {folder} (split {split!r} lives there); {_get_data_hint()}"
-            )
+            raise DatasetLayoutError(f"no split folder {folder} (split {split!r} lives there); {_HINT}")
         available = sorted(d.name for d in folder.iterdir() if d.is_dir())
         if sequences is not None:
             names = list(sequences)
             missing = [n for n in names if n not in available]
             if missing:
                 raise DatasetLayoutError(
-                    f"no sequence folder {folder / missing[0]} (asked for {missing}); {_get_data_hint()}"
+                    f"no sequence folder {folder / missing[0]} (asked for {missing}); {_HINT}"
                 )
         elif split == "val":
             names = [n for n in available if n in OFFICIAL_VAL_SEQUENCES]
@@ -441,7 +436,7 @@ class DSECDetDataset(Dataset):
             raise DatasetLayoutError(
                 f"no sequence folder of split {split!r} in {folder}"
                 + (f" (official val: {', '.join(OFFICIAL_VAL_SEQUENCES)})" if split == "val" else "")
-                + f"; {_get_data_hint()}"
+                + f"; {_HINT}"
             )
         return [_Sequence(folder / n, self.image_view) for n in names]
 
@@ -467,9 +462,6 @@ class DSECDetDataset(Dataset):
                 self._labels.append(labels[sel])
 
     # -- items ------------------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._items)
-
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_h5"] = {}  # h5py handles do not pickle; each worker opens its own
@@ -510,10 +502,7 @@ class DSECDetDataset(Dataset):
         out["t"] = t_chunk[a - lo : b - lo] + t_offset
         return out
 
-    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"item {index} of a data set of {len(self)}")
-        index = index % len(self)
+    def _inputs(self, index: int) -> dict[str, Tensor]:
         k, i = self._items[index]
         seq = self.sequences[k]
         inputs: dict[str, Tensor] = {}
@@ -531,13 +520,10 @@ class DSECDetDataset(Dataset):
             inputs["events"] = self.representation(
                 ev["x"], ev["y"], ev["t"] - t_start, ev["p"], self.height, self.width, 0, self.window_us
             )
-        return inputs, make_target(self._boxes[index], self._labels[index], index)
+        return inputs
 
-    def coco_ground_truth(self) -> dict[str, Any]:
-        """The boxes of every item as a COCO-format dict (image ids = item indices, categories = labels)."""
-        names = [f"{self.sequences[k].name}/{self.sequences[k].image_files[i].name}" for k, i in self._items]
-        sizes = [(self.height, self.width)] * len(self)
-        return coco_dict(sizes, names, self._boxes, self._labels, self.class_names)
+    def _file_names(self) -> list[str]:
+        return [f"{self.sequences[k].name}/{self.sequences[k].image_files[i].name}" for k, i in self._items]
 
 
 def _check_events_file(f: h5py.File, path: Path) -> None:

@@ -31,8 +31,6 @@ __all__ = [
 ]
 
 REPRESENTATIONS = ("voxel", "count", "time_surface")
-
-
 MODALITIES = ("rgb", "events")  # input streams, in the detector's channel order
 
 
@@ -51,10 +49,6 @@ class EventError(ValueError):
     """Event arrays that cannot be a valid event stream for the given sensor."""
 
 
-def _dtype_name(a: Any) -> str:
-    return str(a.dtype).removeprefix("torch.")
-
-
 def _is_integer(a: Any) -> bool:
     if isinstance(a, Tensor):
         return not (a.is_floating_point() or a.is_complex() or a.dtype == torch.bool)
@@ -63,13 +57,6 @@ def _is_integer(a: Any) -> bool:
 
 def _is_int_scalar(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _device_of(arrays: tuple[Any, ...]) -> torch.device:
-    for a in arrays:
-        if isinstance(a, Tensor):
-            return a.device
-    return torch.device("cpu")
 
 
 def _to_int64(a: Any, device: torch.device) -> Tensor:
@@ -103,33 +90,28 @@ def _prepare(
         if not _is_integer(a):
             unit = "microseconds" if name == "t" else "pixel coordinates"
             raise EventError(
-                f"events: {name} has dtype {_dtype_name(a)}, integer {unit} (int64) are expected; "
-                f"convert it with .astype(np.int64) (rounding first if it holds fractions)"
+                f"events: {name} has dtype {str(a.dtype).removeprefix('torch.')}, integer {unit} (int64) are "
+                f"expected; convert it with .astype(np.int64) (rounding first if it holds fractions)"
             )
-    device = _device_of(tuple(arrays.values()))
+    device = next((a.device for a in arrays.values() if isinstance(a, Tensor)), torch.device("cpu"))
     xs, ys, ts = (_to_int64(arrays[k], device) for k in ("x", "y", "t"))
     p = arrays["p"]
     pt = p.to(device) if isinstance(p, Tensor) else torch.from_numpy(np.ascontiguousarray(p)).to(device)
-    if pt.dtype == torch.bool:
-        pt = pt.to(torch.int64)
-    n = xs.shape[0]
-    if n == 0:
+    if xs.shape[0] == 0:
         return xs, ys, ts, torch.zeros(0, dtype=torch.float32, device=device)
     on = pt == 1
-    off0, offm = pt == 0, pt == -1
-    if not bool((on | off0).all()) and not bool((on | offm).all()):
+    if not bool((on | (pt == 0)).all()) and not bool((on | (pt == -1)).all()):
         values = torch.unique(pt.double()).tolist()[:6]
         raise EventError(
             f"events: p must hold polarities in {{0, 1}} or {{-1, 1}}, found values {values}; "
             f"map OFF events to 0 (or -1) and ON events to 1"
         )
-    if n > 1:
-        dec = ts[1:] < ts[:-1]
-        if bool(dec.any()):
-            first = int(torch.argmax(dec.to(torch.uint8))) + 1
-            raise EventError(
-                f"events: t is not sorted (first decrease at index {first}); sort the events by time"
-            )
+    dec = ts[1:] < ts[:-1]
+    if bool(dec.any()):
+        first = int(torch.argmax(dec.to(torch.uint8))) + 1
+        raise EventError(
+            f"events: t is not sorted (first decrease at index {first}); sort the events by time"
+        )
     for name, v, size, axis in (("x", xs, width, "width"), ("y", ys, height, "height")):
         lo, hi = int(v.min()), int(v.max())
         if lo < 0 or hi >= size:
@@ -150,29 +132,34 @@ def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> Non
     _prepare(x, y, t, p, height, width)
 
 
-def _window(
-    ts: Tensor, t_start: int | None, t_end: int | None
-) -> tuple[Tensor | None, int | None, int | None]:
-    """Mask of events in ``[t_start, t_end]`` (None: all) and the window ends (default: first/last event)."""
+def _windowed(
+    x: Any, y: Any, t: Any, p: Any, height: int, width: int, t_start: int | None, t_end: int | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int | None, int | None]:
+    """:func:`_prepare`'s tensors of the events in ``[t_start, t_end]`` and the window ends (default:
+    the first / last event; None for an empty stream without given ends)."""
+    xs, ys, ts, ps = _prepare(x, y, t, p, height, width)
     for name, v in (("t_start", t_start), ("t_end", t_end)):
         if v is not None and not _is_int_scalar(v) and not (isinstance(v, float) and v.is_integer()):
             raise EventError(f"events: {name} must be an integer time in microseconds, got {v!r}")
     if ts.numel() == 0:
-        return None, t_start, t_end
+        return xs, ys, ts, ps, t_start, t_end
     t0 = int(ts[0]) if t_start is None else int(t_start)
     t1 = int(ts[-1]) if t_end is None else int(t_end)
     if t1 < t0:
         raise EventError(
             f"events: t_end ({t1}) is before t_start ({t0}); pass a window with t_start <= t_end"
         )
-    mask = None
     if t_start is not None or t_end is not None:
         mask = (ts >= t0) & (ts <= t1)
-    return mask, t0, t1
+        xs, ys, ts, ps = xs[mask], ys[mask], ts[mask], ps[mask]
+    return xs, ys, ts, ps, t0, t1
 
 
-def _select(mask: Tensor | None, *arrays: Tensor) -> tuple[Tensor, ...]:
-    return arrays if mask is None else tuple(a[mask] for a in arrays)
+def _check_settings(bins: Any = 1, tau_us: Any = 1.0) -> None:
+    if not _is_int_scalar(bins) or bins < 1:
+        raise EventError(f"events: bins must be an integer >= 1, got {bins!r}")
+    if not tau_us > 0:
+        raise EventError(f"events: tau_us must be a positive time in microseconds, got {tau_us!r}")
 
 
 def event_count(
@@ -189,12 +176,9 @@ def event_count(
 
     Events outside ``[t_start, t_end]`` are ignored (both ends default to the whole stream).
     """
-    xs, ys, ts, ps = _prepare(x, y, t, p, height, width)
-    mask, _, _ = _window(ts, t_start, t_end)
-    xs, ys, ps = _select(mask, xs, ys, ps)
+    xs, ys, _, ps, _, _ = _windowed(x, y, t, p, height, width, t_start, t_end)
     out = torch.zeros(2 * height * width, dtype=torch.float32, device=xs.device)
-    channel = (ps < 0).to(torch.int64)
-    index = (channel * height + ys) * width + xs
+    index = ((ps < 0).to(torch.int64) * height + ys) * width + xs
     out.index_put_((index,), torch.ones_like(ps), accumulate=True)
     return out.view(2, height, width)
 
@@ -217,11 +201,8 @@ def voxel_grid(
     and each event adds ``p (1 - |tn - k|)`` to the two bins ``k`` next to ``tn``. ``t_start``/``t_end``
     default to the first/last event; a zero-length window puts every event in bin 0. No normalisation.
     """
-    if not _is_int_scalar(bins) or bins < 1:
-        raise EventError(f"events: bins must be an integer >= 1, got {bins!r}")
-    xs, ys, ts, ps = _prepare(x, y, t, p, height, width)
-    mask, t0, t1 = _window(ts, t_start, t_end)
-    xs, ys, ts, ps = _select(mask, xs, ys, ts, ps)
+    _check_settings(bins=bins)
+    xs, ys, ts, ps, t0, t1 = _windowed(x, y, t, p, height, width, t_start, t_end)
     out = torch.zeros(bins * height * width, dtype=torch.float32, device=xs.device)
     if xs.numel() == 0:
         return out.view(bins, height, width)
@@ -257,11 +238,8 @@ def time_surface(
     where ``t_last`` is the pixel's latest event of that polarity and ``t_ref`` is ``t_end`` (default:
     the last event); 0 at pixels without events.
     """
-    if not tau_us > 0:
-        raise EventError(f"events: tau_us must be a positive time in microseconds, got {tau_us!r}")
-    xs, ys, ts, ps = _prepare(x, y, t, p, height, width)
-    mask, _, t1 = _window(ts, t_start, t_end)
-    xs, ys, ts, ps = _select(mask, xs, ys, ts, ps)
+    _check_settings(tau_us=tau_us)
+    xs, ys, ts, ps, _, t1 = _windowed(x, y, t, p, height, width, t_start, t_end)
     size = 2 * height * width
     out = torch.zeros(size, dtype=torch.float32, device=xs.device)
     if xs.numel() == 0:
@@ -294,10 +272,7 @@ class EventRepresentation:
             hint = f"did you mean {close[0]!r}? " if close else ""
             names = ", ".join(REPRESENTATIONS)
             raise EventError(f"events: unknown representation {self.name!r}; {hint}choose one of {names}")
-        if not _is_int_scalar(self.bins) or self.bins < 1:
-            raise EventError(f"events: bins must be an integer >= 1, got {self.bins!r}")
-        if not self.tau_us > 0:
-            raise EventError(f"events: tau_us must be a positive time in microseconds, got {self.tau_us!r}")
+        _check_settings(self.bins, self.tau_us)
 
     @property
     def channels(self) -> int:

@@ -33,10 +33,11 @@ FUSIONS = ("add", "concat", "se")
 SE_OPTIONS = ("reduction", "squeeze", "excitation", "bias", "divisor", "init")
 
 
-def _check_widths(kind: str, **widths: int) -> None:
-    for key, value in widths.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{kind}: {key}={value!r} must be a whole number >= 1")
+def _unknown_choice(what: str, value: Any, choices: tuple[str, ...]) -> ValueError:
+    """The error for a ``what`` (fusion, head) not in ``choices``, with the closest name as a hint."""
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.4)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown {what} {value!r}: choose one of {choices}.{hint}")
 
 
 class _PairFusion(nn.Module):
@@ -44,12 +45,14 @@ class _PairFusion(nn.Module):
 
     def __init__(self, rgb_channels: int, event_channels: int, out_channels: int) -> None:
         super().__init__()
-        _check_widths(
-            type(self).__name__,
-            rgb_channels=rgb_channels,
-            event_channels=event_channels,
-            out_channels=out_channels,
-        )
+        widths = {
+            "rgb_channels": rgb_channels,
+            "event_channels": event_channels,
+            "out_channels": out_channels,
+        }
+        for key, value in widths.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {key}={value!r} must be a whole number >= 1")
         self.rgb_channels = rgb_channels
         self.event_channels = event_channels
         self.out_channels = out_channels
@@ -87,8 +90,9 @@ class AddFusion(_PairFusion):
                 f"AddFusion sums the maps, so it needs equal widths, got rgb_channels={rgb_channels} and "
                 f"event_channels={event_channels}; use fusion 'concat' or 'se' for unequal widths"
             )
-        same = out_channels == rgb_channels
-        self.proj = nn.Identity() if same else nn.Conv2d(rgb_channels, out_channels, 1)
+        self.proj = (
+            nn.Identity() if out_channels == rgb_channels else nn.Conv2d(rgb_channels, out_channels, 1)
+        )
 
     def forward(self, rgb: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
         self.check(rgb, events)
@@ -110,9 +114,10 @@ class ConcatFusion(_PairFusion):
 class SEFusion(_PairFusion):
     """``proj(se(cat(rgb, events)))``: the "SENet" fusion of CAFR / FRN.
 
-    ``se`` is :class:`senet.se.SEBlock` over the ``Cr + Ce`` concatenated channels (its knobs:
-    ``reduction``, ``squeeze``, ``excitation``, ``bias``, ``divisor``, ``init``); ``proj`` is laid out
-    as :class:`ConcatFusion`'s, so the two share weights.
+    ``se`` is :class:`senet.se.SEBlock` over the ``Cr + Ce`` concatenated channels, built with
+    ``reduction`` and ``se_options``, its other knobs (:data:`SE_OPTIONS`: ``squeeze``, ``excitation``,
+    ``bias``, ``divisor``, ``init``, with SEBlock's defaults); ``proj`` is laid out as
+    :class:`ConcatFusion`'s, so the two share weights.
     """
 
     def __init__(
@@ -121,24 +126,15 @@ class SEFusion(_PairFusion):
         event_channels: int,
         out_channels: int,
         reduction: int = 16,
-        *,
-        squeeze: str = "avg",
-        excitation: str = "sigmoid",
-        bias: bool = True,
-        divisor: int = 1,
-        init: str = "default",
+        **se_options: Any,
     ) -> None:
         super().__init__(rgb_channels, event_channels, out_channels)
+        unknown = sorted(set(se_options) - set(SE_OPTIONS))
+        if unknown:
+            options = ", ".join(SE_OPTIONS)
+            raise ValueError(f"SE fusion does not take {', '.join(unknown)}; its options are {options}")
         channels = rgb_channels + event_channels
-        self.se = SEBlock(
-            channels,
-            reduction,
-            squeeze=squeeze,
-            excitation=excitation,
-            bias=bias,
-            divisor=divisor,
-            init=init,
-        )
+        self.se = SEBlock(channels, reduction, **se_options)
         self.proj = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, rgb: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
@@ -154,16 +150,10 @@ def make_fusion(
 ) -> nn.Module:
     """The fusion ``name`` (one of :data:`FUSIONS`); ``se_kwargs`` (:data:`SE_OPTIONS`) for ``"se"`` only."""
     if name not in _CLASSES:
-        close = difflib.get_close_matches(str(name), FUSIONS, n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown fusion {name!r}: choose one of {FUSIONS}.{hint}")
+        raise _unknown_choice("fusion", name, FUSIONS)
     if name != "se" and se_kwargs:
         raise ValueError(
             f"fusion {name!r} takes no options, got {', '.join(sorted(se_kwargs))}; "
             "they are SE options: use fusion 'se' or drop them"
         )
-    unknown = sorted(set(se_kwargs) - set(SE_OPTIONS))
-    if unknown:
-        options = ", ".join(SE_OPTIONS)
-        raise ValueError(f"SE fusion does not take {', '.join(unknown)}; its options are {options}")
     return _CLASSES[name](rgb_channels, event_channels, out_channels, **se_kwargs)

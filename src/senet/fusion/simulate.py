@@ -39,8 +39,6 @@ __all__ = [
     "write_simulated_dsec",
 ]
 
-# DSEC-Det tracks.npy (uzh-rpg/dsec-det src/dsec_det/label.py), without the img_name field
-
 BT601 = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
 DEGRADE_MODES = ("dark", "blur")
 _ESIM_TOLERANCE = 1e-6  # ESIM skips pixels whose log intensity changes less than this in an interval
@@ -78,11 +76,7 @@ def log_intensity(rgb: Any, eps: float = 1e-3) -> Tensor:
 
 
 def _timestamps(timestamps_us: Any, n: int) -> np.ndarray:
-    ts = (
-        timestamps_us.detach().cpu().numpy()
-        if isinstance(timestamps_us, Tensor)
-        else np.asarray(timestamps_us)
-    )
+    ts = np.asarray(timestamps_us.detach().cpu() if isinstance(timestamps_us, Tensor) else timestamps_us)
     if ts.ndim != 1 or ts.shape[0] != n:
         raise SimulationError(
             f"simulate_events: timestamps_us must be 1-D with one time per frame ({n}), got shape {ts.shape}"
@@ -92,7 +86,7 @@ def _timestamps(timestamps_us: Any, n: int) -> np.ndarray:
             f"simulate_events: timestamps_us has dtype {ts.dtype}; integer microseconds (int64) are expected"
         )
     ts = ts.astype(np.int64)
-    if n > 1 and not (np.diff(ts) > 0).all():
+    if (np.diff(ts) <= 0).any():
         first = int(np.argmax(np.diff(ts) <= 0)) + 1
         raise SimulationError(
             f"simulate_events: timestamps_us must increase strictly (not at index {first}); sort the frames"
@@ -163,8 +157,6 @@ def simulate_events(
         change = itdt - it
         up, down = change > _ESIM_TOLERANCE, change < -_ESIM_TOLERANCE
         active = up | down
-        if not bool(active.any()):
-            continue
         step = torch.where(up, c_on, -c_off)
         while True:
             cross = ref + step
@@ -377,18 +369,8 @@ class SimulatedSequence:
 
     def write_dsec_det(self, root: str | Path, split: str, name: str) -> Path:
         """Write the sequence as ``root/split/name`` in the DSEC-Det layout (read by ``DSECDetDataset``)."""
-        return write_dsec_det_sequence(
-            root,
-            split,
-            name,
-            images=self.images,
-            image_timestamps_us=self.image_timestamps_us,
-            x=self.x,
-            y=self.y,
-            t=self.t,
-            p=self.p,
-            tracks=self.tracks,
-        )
+        arrays = ("images", "image_timestamps_us", "x", "y", "t", "p", "tracks")
+        return write_dsec_det_sequence(root, split, name, **{k: getattr(self, k) for k in arrays})
 
     def events_between(
         self, t_start: int, t_end: int
@@ -465,15 +447,14 @@ def simulate_sequence(
     x, y, t, p = simulate_events(logs, times, threshold=threshold, threshold_sigma=threshold_sigma, seed=seed)
 
     image_times = times[substeps::substeps]
-    clean = renders[substeps::substeps]
+    images = renders[substeps::substeps].copy()
     rng = np.random.default_rng([int(seed), 1])
     count = round(degrade * frames)
     chosen = rng.choice(frames, size=count, replace=False) if count else np.zeros(0, dtype=np.int64)
     modes = [""] * frames
-    images = clean.copy()
     for i in sorted(int(c) for c in chosen):
         modes[i] = str(rng.choice(list(degrade_modes)))
-        images[i] = _degrade_frame(scene, clean[i], int(image_times[i]), dt_us, modes[i], substeps, rng)
+        images[i] = _degrade_frame(scene, images[i], int(image_times[i]), dt_us, modes[i], substeps, rng)
     images = np.clip(np.round(images), 0, 255).astype(np.uint8)
     tracks = np.concatenate([scene.boxes(int(ti)) for ti in image_times])
     return SimulatedSequence(
@@ -535,10 +516,7 @@ def cifar_objects(
     return out
 
 
-SIM_CLASSES = {
-    "automobile": "car",
-    "truck": "truck",
-}  # CIFAR-10 folder -> DSEC-Det class of the simulated set
+SIM_CLASSES = {"automobile": "car", "truck": "truck"}  # CIFAR-10 folder -> DSEC-Det class
 
 
 def write_simulated_dsec(
@@ -561,7 +539,6 @@ def write_simulated_dsec(
     background; ``degrade`` of the RGB frames are dark or blurred (the events are not). Class ids are
     DSEC-Det's (car 2, truck 4), so the DSEC recipes' class maps apply.
     """
-
     ids = {cifar: DSEC_CLASSES.index(dsec) for cifar, dsec in SIM_CLASSES.items()}
     out = Path(out)
     for split, count in (("train", train_sequences), ("test", test_sequences)):

@@ -166,7 +166,6 @@ def train_one_epoch(
     """One pass over the training set; the mean of every loss term. A non-finite loss stops the run."""
     model.train()
     sums: dict[str, float] = {}
-    steps = 0
     opt.zero_grad(set_to_none=True)
     every = cfg.log_interval or max(1, len(loader) // 5)
     for i, (inputs, targets) in enumerate(loader):
@@ -183,17 +182,15 @@ def train_one_epoch(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
-        for k, v in losses.items():
+        for k, v in {**losses, "loss": loss}.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        steps += 1
         if (i + 1) % every == 0:
             print(
                 f"  epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{len(loader)}"
-                f"  loss {sums['loss'] / steps:.4f}",
+                f"  loss {sums['loss'] / (i + 1):.4f}",
                 flush=True,
             )
-    return {f"train_{k}" if k == "loss" else k: v / max(steps, 1) for k, v in sums.items()}
+    return {f"train_{k}" if k == "loss" else k: v / max(len(loader), 1) for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -262,8 +259,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("arch") != CHECKPOINT_ARCH:
         raise ValueError(f"{path} is not a `senet detect train` checkpoint (no arch {CHECKPOINT_ARCH!r})")
-    kwargs = dict(ckpt["create_kwargs"])
-    model = create_detector(**{**kwargs, "weights_backbone": None})
+    model = create_detector(**{**ckpt["create_kwargs"], "weights_backbone": None})
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 

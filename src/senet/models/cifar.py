@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, ConvBNAct, SEResidualUnit, check_input, init_weights
-from .registry import register_model
+from .common import ClassifierNet, ConvBNAct, SEResidualUnit, init_weights
+from .registry import register_network
 from .resnet import BasicBlock
 
 __all__ = [
@@ -119,7 +119,7 @@ class CifarResNet(ClassifierNet):
         widths: Sequence[int] = (16, 32, 64),
         zero_init_residual: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(in_chans, num_classes, 8)
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 56, 110, ...), got {depth}")
         if shortcut not in SHORTCUTS:
@@ -131,16 +131,19 @@ class CifarResNet(ClassifierNet):
         n = (depth - 2) // 6
         self.depth = depth
         self.shortcut_type = shortcut
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 8
         self.stem = ConvBNAct(in_chans, widths[0], 3)
         self.add_feature("stem", widths[0], 1, stage=0)
         inplanes = widths[0]
         for i, planes in enumerate(widths):
             stage_se = se and se.for_stage(i + 1)
             stride = 1 if i == 0 else 2
-            down = self._downsample(inplanes, planes, stride)
+            down = None
+            if (stride != 1 or inplanes != planes) and shortcut == "A":
+                down = ZeroPadShortcut(inplanes, planes, stride)
+            elif stride != 1 or inplanes != planes:
+                down = nn.Sequential(
+                    nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
             blocks = [BasicBlock(inplanes, planes, stride, down, se=stage_se)]
             blocks += [BasicBlock(planes, planes, se=stage_se) for _ in range(1, n)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
@@ -148,41 +151,6 @@ class CifarResNet(ClassifierNet):
             inplanes = planes
         self.add_head(inplanes, num_classes)
         init_weights(self, zero_init_residual)
-
-    def _downsample(self, inplanes: int, planes: int, stride: int) -> nn.Module | None:
-        if stride == 1 and inplanes == planes:
-            return None
-        if self.shortcut_type == "A":
-            return ZeroPadShortcut(inplanes, planes, stride)
-        return nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, num_features, H/4, W/4)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.stem(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        return self.layer3(x)
-
-
-@register_model("resnet20", "se_resnet20", **CIFAR)
-def resnet20(**kwargs) -> CifarResNet:
-    return CifarResNet(20, **kwargs)
-
-
-@register_model("resnet32", "se_resnet32", **CIFAR)
-def resnet32(**kwargs) -> CifarResNet:
-    return CifarResNet(32, **kwargs)
-
-
-@register_model("resnet56", "se_resnet56", **CIFAR)
-def resnet56(**kwargs) -> CifarResNet:
-    return CifarResNet(56, **kwargs)
-
-
-@register_model("resnet110", "se_resnet110", **CIFAR)
-def resnet110(**kwargs) -> CifarResNet:
-    return CifarResNet(110, **kwargs)
 
 
 class _PreActUnit(SEResidualUnit):
@@ -193,11 +161,12 @@ class _PreActUnit(SEResidualUnit):
     With "pre" integration, SE recalibrates the pre-activated input of the residual convolutions.
     """
 
-    def _preact_and_shortcut(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def _preact_and_shortcut(self, in_ch: int, out_ch: int, stride: int, se: SEConfig | None) -> None:
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.relu = nn.ReLU(inplace=True)
         needs_proj = stride != 1 or in_ch != out_ch
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False) if needs_proj else None
+        self._add_se(se, in_ch, "pre")
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = self.relu(self.bn1(x))
@@ -215,13 +184,12 @@ class PreActBottleneck(_PreActUnit):
     def __init__(self, in_ch: int, planes: int, stride: int = 1, *, se: SEConfig | None = None) -> None:
         super().__init__()
         out_ch = planes * self.expansion
-        self._preact_and_shortcut(in_ch, out_ch, stride)
-        self._add_se(se, in_ch, "pre")
+        self._preact_and_shortcut(in_ch, out_ch, stride, se)
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes)
-        self.se_3x3 = se.block(planes) if se is not None and self.se_mode == "3x3" else None
+        self.se_3x3 = se.block(planes) if self.se_mode == "3x3" else None
         self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
         self._add_se(se, out_ch, "standard", "post", "identity")
 
@@ -243,8 +211,7 @@ class PreActBasicBlock(_PreActUnit):
         super().__init__()
         if se is not None and se.position == "3x3":
             raise ValueError("SE position '3x3' needs a bottleneck block (e.g. resnet164)")
-        self._preact_and_shortcut(in_ch, planes, stride)
-        self._add_se(se, in_ch, "pre")
+        self._preact_and_shortcut(in_ch, planes, stride, se)
         self.conv1 = nn.Conv2d(in_ch, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
@@ -277,7 +244,7 @@ class PreActResNet(ClassifierNet):
         in_chans: int = 3,
         stem_width: int = 16,
     ) -> None:
-        super().__init__()
+        super().__init__(in_chans, num_classes, 8)
         if len(planes) != 3 or blocks < 1:
             raise ValueError(
                 f"PreActResNet has 3 stages of >= 1 blocks, got planes={tuple(planes)}, {blocks=}"
@@ -285,9 +252,6 @@ class PreActResNet(ClassifierNet):
         if se is not None:
             positions = ("after_block", "3x3") if block.expansion > 1 else ("after_block",)
             se.check_supported(type(self).__name__, stages=STAGES, position=positions)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 8
         self.stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)  # the first unit starts with BN-ReLU
         self.add_feature("stem", stem_width, 1, stage=0)
         in_ch = stem_width
@@ -302,15 +266,6 @@ class PreActResNet(ClassifierNet):
         self.relu = nn.ReLU(inplace=True)
         self.add_head(in_ch, num_classes)
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map after the final BN-ReLU (N, num_features, H/4, W/4)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.stem(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.relu(self.bn(x))
 
 
 class ShakeShakeFunction(torch.autograd.Function):
@@ -479,7 +434,7 @@ class ShakeShakeNet(ClassifierNet):
         shake_backward: str = "shake",
         shake_level: str = "image",
     ) -> None:
-        super().__init__()
+        super().__init__(in_chans, num_classes, 8)
         if len(widths) != 3 or blocks < 1:
             raise ValueError(
                 f"ShakeShakeNet has 3 stages of >= 1 blocks, got widths={tuple(widths)}, {blocks=}"
@@ -488,9 +443,6 @@ class ShakeShakeNet(ClassifierNet):
             raise ValueError(f"bottleneck_widths needs one width per stage, got {tuple(bottleneck_widths)}")
         if se is not None:
             se.check_supported(type(self).__name__, stages=STAGES, position=("after_block",))
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 8
         self.stem = ConvBNAct(in_chans, stem_width, 3, act=False)  # each branch starts with a ReLU
         self.add_feature("stem", stem_width, 1, stage=0)
         in_ch = stem_width
@@ -511,37 +463,24 @@ class ShakeShakeNet(ClassifierNet):
         self.add_head(in_ch, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map after the final ReLU (N, num_features, H/4, W/4)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.stem(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.relu(x)
 
-
-@register_model("resnet164", "se_resnet164", **CIFAR)
-def resnet164(**kwargs) -> PreActResNet:
-    """Pre-activation ResNet-164 (18 bottlenecks per stage, outputs 64-128-256)."""
-    return PreActResNet(PreActBottleneck, 18, (16, 32, 64), **kwargs)
-
-
-@register_model("wrn16_8", "se_wrn16_8", **CIFAR)
-def wrn16_8(**kwargs) -> PreActResNet:
-    """Wide ResNet 16-8: 2 blocks per stage, widths 16k-32k-64k with k = 8."""
-    return PreActResNet(PreActBasicBlock, 2, (128, 256, 512), **kwargs)
-
-
-@register_model("shake_shake26_2x96d", "se_shake_shake26_2x96d", **CIFAR)
-def shake_shake26_2x96d(**kwargs) -> ShakeShakeNet:
-    """Shake-Shake-Image 26 2x96d (the CIFAR-10 row of Table 4)."""
-    return ShakeShakeNet(4, (96, 192, 384), **kwargs)
-
-
-@register_model("shake_even29_2x4x64d", "se_shake_even29_2x4x64d", **{**CIFAR, "num_classes": 100})
-def shake_even29_2x4x64d(**kwargs) -> ShakeShakeNet:
-    """Shake-Even-Image ResNeXt-29 2x4x64d (the CIFAR-100 row of Table 5): each of the two branches is a
-    ResNeXt bottleneck of cardinality 4 and 64 channels per group (256-512-1024 inner and output widths)."""
-    kw = dict(stem_width=64, bottleneck_widths=(256, 512, 1024), groups=4, shake_backward="even")
-    return ShakeShakeNet(3, (256, 512, 1024), **{**kw, **kwargs})
+for _depth in (20, 32, 56, 110):
+    register_network((f"resnet{_depth}", f"se_resnet{_depth}"), CifarResNet, _depth, info=CIFAR)
+# Pre-activation ResNet-164 (18 bottlenecks per stage, outputs 64-128-256); Wide ResNet 16-8 (2 blocks
+# per stage, widths 16k-32k-64k with k = 8).
+register_network(("resnet164", "se_resnet164"), PreActResNet, PreActBottleneck, 18, (16, 32, 64), info=CIFAR)
+register_network(("wrn16_8", "se_wrn16_8"), PreActResNet, PreActBasicBlock, 2, (128, 256, 512), info=CIFAR)
+# Shake-Shake-Image 26 2x96d (the CIFAR-10 row of Table 4).
+register_network(
+    ("shake_shake26_2x96d", "se_shake_shake26_2x96d"), ShakeShakeNet, 4, (96, 192, 384), info=CIFAR
+)
+# Shake-Even-Image ResNeXt-29 2x4x64d (the CIFAR-100 row of Table 5): each of the two branches is a ResNeXt
+# bottleneck of cardinality 4 and 64 channels per group (256-512-1024 inner and output widths).
+register_network(
+    ("shake_even29_2x4x64d", "se_shake_even29_2x4x64d"),
+    ShakeShakeNet,
+    3,
+    (256, 512, 1024),
+    defaults=dict(stem_width=64, bottleneck_widths=(256, 512, 1024), groups=4, shake_backward="even"),
+    info={**CIFAR, "num_classes": 100},
+)

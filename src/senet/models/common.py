@@ -1,5 +1,5 @@
-"""Small pieces every family shares: the classifier head, input checks, weight initialisation,
-conv-BN-ReLU units."""
+"""Small pieces every family shares: the network base class with its classifier head, input checks,
+weight initialisation, conv-BN-ReLU units, SE residual units."""
 
 from __future__ import annotations
 
@@ -31,24 +31,31 @@ class FeatureInfo(TypedDict):
 
 
 class ClassifierNet(nn.Module):
-    """A network of the zoo: ``forward_features`` (per family) gives the last feature map, and one
-    head serves all -- global pooling, ``pre_logits`` (dropout, VGG's fc6/fc7, or identity), ``fc``.
+    """A network of the zoo: a backbone (``forward_features``) and one head for all -- global
+    pooling, ``pre_logits`` (dropout, VGG's fc6/fc7, or identity), ``fc``.
 
-    Subclasses register ``global_pool``, ``pre_logits`` and ``fc`` in that order (the order they run).
-    The split follows timm, so ``forward_features`` is the backbone output for detection and analysis.
+    Subclasses register the backbone's modules in the order they run, then ``global_pool``,
+    ``pre_logits`` and ``fc``: ``forward_features`` runs the children before ``global_pool``. The split
+    follows timm, so ``forward_features`` is the backbone output for detection and analysis.
 
     ``feature_info`` lists the stage outputs, shallow to deep, declared with :meth:`add_feature`;
     entry 0 is the stem (or first stage). ``create_model(name, features_only=True)`` builds on it.
     """
 
-    feature_info: list[FeatureInfo]
+    def __init__(self, in_chans: int, num_classes: int, min_input_size: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate={drop_rate} must be in [0, 1)")
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.min_input_size = min_input_size
+        self.feature_info: list[FeatureInfo] = []
 
     def add_feature(self, module: str, num_chs: int, reduction: int, stage: int) -> None:
         """Append the output of ``module`` to ``feature_info`` (call in execution order)."""
-        if "feature_info" not in self.__dict__:
-            self.feature_info = []
-        entry = FeatureInfo(module=module, num_chs=num_chs, reduction=reduction, stage=stage)
-        self.feature_info.append(entry)
+        self.feature_info.append(
+            FeatureInfo(module=module, num_chs=num_chs, reduction=reduction, stage=stage)
+        )
 
     def add_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         """The classifier every family ends with: global average pooling, dropout when ``drop_rate``
@@ -61,7 +68,13 @@ class ClassifierNet(nn.Module):
         self.fc = nn.Linear(num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The last feature map: the checked input through the children registered before ``global_pool``."""
+        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
+        for name, module in self.named_children():
+            if name == "global_pool":
+                break
+            x = module(x)
+        return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pre_logits(torch.flatten(self.global_pool(x), 1)))
@@ -165,8 +178,6 @@ class SEResidualUnit(nn.Module):
     non-linearity, ``merge``. "standard" recalibrates the residual branch before the summation,
     "pre" the input of the residual branch, "post" the merged output, "identity" the shortcut.
     """
-
-    expansion = 1
 
     def _add_se(self, se: SEConfig | None, channels: int, *modes: str) -> None:
         """Register ``self.se`` if this unit's SE mode is one of ``modes`` (call order = execution order)."""

@@ -10,9 +10,7 @@ concat (Fig. 2), reductions 3c and 4e included: 256->16, 320->20, 576->36, ..., 
 ``conv_<Caffe name>``, so :func:`bn_inception_caffe_name` and :func:`bn_inception_cadene_name` are
 one-line rules (Cadene's ``bninception`` mirrors the Caffe names; its convolutions carry a bias,
 which a converter folds into the BN running mean). One deliberate difference from Caffe: the
-ceil-mode max-pool of the reduction modules gets one row/column of ``-inf`` padding on odd grids,
-where Caffe's pool would be one pixel smaller than the strided convolutions beside it and the
-concat would fail; on even grids (224, 256, 320, ...) it is exactly the release's pooling.
+reduction modules' max-pool pads odd grids (:class:`ReductionMaxPool`).
 
 **Inception-ResNet-v2** (Szegedy et al. 2016) has the layer shapes and parameter names of the
 TF-slim model that every public port uses (timm's / Cadene's ``inception_resnet_v2``: the TF-slim
@@ -55,8 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, ConvBNAct, SEResidualUnit, check_input, init_weights
-from .registry import register_model
+from .common import ClassifierNet, ConvBNAct, SEResidualUnit, init_weights
+from .registry import register_network
 
 __all__ = [
     "BNInception",
@@ -66,15 +64,6 @@ __all__ = [
     "bn_inception_cadene_name",
     "bn_inception_caffe_name",
 ]
-
-
-def _stage_se(se: SEConfig | None, stage: int) -> SEConfig | None:
-    return se and se.for_stage(stage)
-
-
-def _check_drop_rate(drop_rate: float) -> None:
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate={drop_rate} must be in [0, 1)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,22 +189,18 @@ class BNInception(ClassifierNet):
         in_chans: int = 3,
         drop_rate: float = 0.0,
     ) -> None:
-        super().__init__()
-        _check_drop_rate(drop_rate)
+        super().__init__(in_chans, num_classes, 7, drop_rate)
         if se is not None:
             se.check_supported(
                 "BNInception", stages=(3, 4, 5), integration=("standard",), position=("after_block",)
             )
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 7
         self.stem = _bn_inception_stem(in_chans)
         self.add_feature("stem.conv1_7x7_s2", 64, 2, stage=1)
         self.add_feature("stem.conv2_3x3", 192, 4, stage=2)
         modules: list[tuple[str, nn.Module]] = []
         channels, reduction = 192, 8
         for i, spec in enumerate(BN_INCEPTION_SPECS):
-            module = InceptionModule(channels, spec, _stage_se(se, int(spec.name[0])))
+            module = InceptionModule(channels, spec, se and se.for_stage(int(spec.name[0])))
             modules.append((f"inception_{spec.name}", module))
             channels = module.out_channels
             reduction *= spec.stride
@@ -225,11 +210,6 @@ class BNInception(ClassifierNet):
         self.blocks = nn.Sequential(OrderedDict(modules))
         self.add_head(channels, num_classes, drop_rate)
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, 1024, H/32, W/32)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        return self.blocks(self.stem(x))
 
 
 _CAFFE_BN = {
@@ -284,9 +264,7 @@ def bn_inception_cadene_name(key: str) -> str:
     return f"{layer}_bn.{name}" if kind == "bn" else f"{layer}.{name}"
 
 
-@register_model("bn_inception", "se_bn_inception")
-def bn_inception(**kwargs) -> BNInception:
-    return BNInception(**kwargs)
+register_network(("bn_inception", "se_bn_inception"), BNInception)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,19 +279,35 @@ def _conv(
     return ConvBNAct(in_ch, out_ch, k, stride, padding, eps=1e-3)
 
 
+def _concat_branches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The outputs of the ``branch*`` children of ``module`` on ``x``, concatenated."""
+    return torch.cat([m(x) for name, m in module.named_children() if name.startswith("branch")], 1)
+
+
 class _InceptionResidual(SEResidualUnit):
     """What the three residual modules share: ``act(x + scale * conv2d(concat(branches(x))))``.
 
     ``conv2d`` is the linear 1x1 up-projection (with bias, no BN) of the paper's Figs. 16, 17, 19.
     SE sits on the residual branch before the scaled summation (``"standard"``), or where
     ``SEConfig.integration`` puts it (Fig. 5): the shared :class:`~senet.models.common.SEResidualUnit`.
+    Subclasses call ``__init__``, register their ``branch*`` modules, then call ``_end``.
     """
 
-    def branches(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def __init__(self, channels: int, scale: float, se: SEConfig | None) -> None:
+        super().__init__()
+        self.scale = scale
+        self._add_se(se, channels, "pre")
+
+    def _end(self, branch_ch: int, channels: int, se: SEConfig | None, relu: bool = True) -> None:
+        self.conv2d = nn.Conv2d(branch_ch, channels, 1)
+        self._add_se(se, channels, "standard", "identity", "post")
+        self.act = nn.ReLU(inplace=True) if relu else None
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, x
+
+    def branches(self, x: torch.Tensor) -> torch.Tensor:
+        return _concat_branches(self, x)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2d(self.branches(x))
@@ -327,73 +321,49 @@ class Block35(_InceptionResidual):
     """Inception-ResNet-A, 35x35x320 (Szegedy et al. 2016, Fig. 16; TF-slim widths)."""
 
     def __init__(self, scale: float = 0.17, se: SEConfig | None = None) -> None:
-        super().__init__()
-        self.scale = scale
-        self._add_se(se, 320, "pre")
+        super().__init__(320, scale, se)
         self.branch0 = _conv(320, 32, 1)
         self.branch1 = nn.Sequential(_conv(320, 32, 1), _conv(32, 32, 3, padding=1))
         self.branch2 = nn.Sequential(
             _conv(320, 32, 1), _conv(32, 48, 3, padding=1), _conv(48, 64, 3, padding=1)
         )
-        self.conv2d = nn.Conv2d(128, 320, 1)
-        self._add_se(se, 320, "standard", "identity", "post")
-        self.act = nn.ReLU(inplace=True)
-
-    def branches(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.branch0(x), self.branch1(x), self.branch2(x)), 1)
+        self._end(128, 320, se)
 
 
 class Block17(_InceptionResidual):
     """Inception-ResNet-B, 17x17x1088 (Fig. 17; TF-slim widths)."""
 
     def __init__(self, scale: float = 0.10, se: SEConfig | None = None) -> None:
-        super().__init__()
-        self.scale = scale
-        self._add_se(se, 1088, "pre")
+        super().__init__(1088, scale, se)
         self.branch0 = _conv(1088, 192, 1)
         self.branch1 = nn.Sequential(
             _conv(1088, 128, 1),
             _conv(128, 160, (1, 7), padding=(0, 3)),
             _conv(160, 192, (7, 1), padding=(3, 0)),
         )
-        self.conv2d = nn.Conv2d(384, 1088, 1)
-        self._add_se(se, 1088, "standard", "identity", "post")
-        self.act = nn.ReLU(inplace=True)
-
-    def branches(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.branch0(x), self.branch1(x)), 1)
+        self._end(384, 1088, se)
 
 
 class Block8(_InceptionResidual):
     """Inception-ResNet-C, 8x8x2080 (Fig. 19; TF-slim widths); the last one has no ReLU."""
 
     def __init__(self, scale: float = 0.20, se: SEConfig | None = None, *, relu: bool = True) -> None:
-        super().__init__()
-        self.scale = scale
-        self._add_se(se, 2080, "pre")
+        super().__init__(2080, scale, se)
         self.branch0 = _conv(2080, 192, 1)
         self.branch1 = nn.Sequential(
             _conv(2080, 192, 1),
             _conv(192, 224, (1, 3), padding=(0, 1)),
             _conv(224, 256, (3, 1), padding=(1, 0)),
         )
-        self.conv2d = nn.Conv2d(448, 2080, 1)
-        self._add_se(se, 2080, "standard", "identity", "post")
-        self.act = nn.ReLU(inplace=True) if relu else None
-
-    def branches(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.branch0(x), self.branch1(x)), 1)
+        self._end(448, 2080, se, relu)
 
 
 class _InceptionConcat(nn.Module):
     """A non-residual Inception module: concat of its branches, then SE on the output (Fig. 2)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([branch(x) for branch in self.branch_list()], 1)
+        out = _concat_branches(self, x)
         return out if self.se is None else self.se(out)
-
-    def branch_list(self) -> list[nn.Module]:
-        return [m for name, m in self.named_children() if name.startswith("branch")]
 
 
 class Mixed5b(_InceptionConcat):
@@ -454,14 +424,10 @@ class InceptionResNetV2(ClassifierNet):
         in_chans: int = 3,
         drop_rate: float = 0.2,
     ) -> None:
-        super().__init__()
-        _check_drop_rate(drop_rate)
+        super().__init__(in_chans, num_classes, 75, drop_rate)
         if se is not None:
             se.check_supported("InceptionResNetV2", stages=(3, 4, 5), position=("after_block",))
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 75
-        se3, se4, se5 = (_stage_se(se, s) for s in (3, 4, 5))
+        se3, se4, se5 = (se and se.for_stage(s) for s in (3, 4, 5))
         self.conv2d_1a = _conv(in_chans, 32, 3, 2)
         self.conv2d_2a = _conv(32, 32, 3)
         self.conv2d_2b = _conv(32, 64, 3, padding=1)
@@ -485,17 +451,7 @@ class InceptionResNetV2(ClassifierNet):
         self.add_head(1536, num_classes, drop_rate)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, 1536, 8, 8) for a 299x299 input."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x)))
-        x = self.conv2d_4a(self.conv2d_3b(self.maxpool_3a(x)))
-        x = self.repeat(self.mixed_5b(self.maxpool_5a(x)))
-        x = self.repeat_1(self.mixed_6a(x))
-        x = self.block8(self.repeat_2(self.mixed_7a(x)))
-        return self.conv2d_7b(x)
 
-
-@register_model("inception_resnet_v2", "se_inception_resnet_v2", input_size=(3, 299, 299))
-def inception_resnet_v2(**kwargs) -> InceptionResNetV2:
-    return InceptionResNetV2(**kwargs)
+register_network(
+    ("inception_resnet_v2", "se_inception_resnet_v2"), InceptionResNetV2, info=dict(input_size=(3, 299, 299))
+)

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, ConvBNAct, check_input, init_weights
-from .registry import register_model
+from .common import ClassifierNet, ConvBNAct, init_weights
+from .registry import register_network
 
 __all__ = ["DepthwiseSeparable", "MobileNet"]
 
@@ -54,9 +54,7 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pw(self.dw(x))
-        if self.se is not None:
-            x = self.se(x)
-        return x
+        return x if self.se is None else self.se(x)
 
 
 class MobileNet(ClassifierNet):
@@ -78,18 +76,14 @@ class MobileNet(ClassifierNet):
         in_chans: int = 3,
         stem_width: int = 32,
     ) -> None:
-        super().__init__()
+        super().__init__(in_chans, num_classes, 2 ** len(stages))
         stage_ids = range(1, len(stages) + 1)
         if se is not None:
             se.check_supported(
                 "MobileNet", stages=stage_ids, integration=("standard",), position=("after_block",)
             )
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 2 ** len(stages)
         self.stem = ConvBNAct(in_chans, stem_width, 3, 2)
         self.add_feature("stem", stem_width, 2, stage=0)
-        self.stage_channels: list[int] = []
         ch = stem_width
         for stage, widths in zip(stage_ids, stages, strict=True):
             stage_se = se and se.for_stage(stage)
@@ -99,22 +93,10 @@ class MobileNet(ClassifierNet):
                 units.append((f"unit{i + 1}", DepthwiseSeparable(ch, out_ch, stride, se=stage_se)))
                 ch = out_ch
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(units)))
-            self.stage_channels.append(ch)
             self.add_feature(f"stage{stage}", ch, 2**stage, stage)
-        self.num_stages = len(stages)
         self.add_head(ch, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, num_features, H/32, W/32)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.stem(x)
-        for stage in range(1, self.num_stages + 1):
-            x = getattr(self, f"stage{stage}")(x)
-        return x
 
-
-@register_model("mobilenet", "se_mobilenet")
-def mobilenet(**kwargs) -> MobileNet:
-    """MobileNet v1, width 1.0 (Table 3)."""
-    return MobileNet(MOBILENET_V1_STAGES, **kwargs)
+# MobileNet v1, width 1.0 (Table 3).
+register_network(("mobilenet", "se_mobilenet"), MobileNet, MOBILENET_V1_STAGES)

@@ -1,10 +1,9 @@
 """One registry of model names: name -> builder, with the metadata the rest of the package needs.
 
-A builder is registered once for a plain network and its SE twin::
+A builder is registered once for a plain network and its SE twin, with :func:`register_model` as a
+decorator or, for a network class and fixed arguments, :func:`register_network`::
 
-    @register_model("resnet50", "se_resnet50")
-    def resnet50(**kwargs) -> ResNet:
-        return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+    register_network(("resnet50", "se_resnet50"), ResNet, Bottleneck, (3, 4, 6, 3))
 
 The name that starts with ``se_`` (or is listed in ``se_names``) gets SE blocks by default; the
 other is the plain twin. Building a network by name (SE knobs, keyword checks, weights, feature
@@ -19,10 +18,11 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelInfo", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "list_models", "model_info", "register_model", "register_network"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,26 @@ def register_model(
         return fn
 
     return deco
+
+
+def register_network(
+    names: tuple[str, ...],
+    cls: type[nn.Module],
+    *args: Any,
+    defaults: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    **fixed: Any,
+) -> None:
+    """Register the builder ``cls(*args, **fixed, **defaults, **kwargs)`` under ``names`` (``info``: the
+    keywords of :func:`register_model`); ``kwargs`` may override ``defaults``, not ``fixed``."""
+
+    def builder(**kwargs: Any) -> nn.Module:
+        return cls(*args, **fixed, **{**(defaults or {}), **kwargs})
+
+    builder.__annotations__["return"] = cls  # ModelInfo.network_class
+    builder.__module__ = cls.__module__
+    builder.__name__ = builder.__qualname__ = names[0]
+    register_model(*names, **(info or {}))(builder)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, SEResidualUnit, check_input, init_weights
-from .registry import register_model
+from .common import ClassifierNet, SEResidualUnit, init_weights
+from .registry import register_network
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 
@@ -48,6 +48,12 @@ class _ResidualBlock(SEResidualUnit):
 
     last_bn = ""  # the BN that ends the residual branch
     merge_is_add_relu = True
+
+    def _end(self, se: SEConfig | None, out_ch: int, downsample: nn.Module | None) -> None:
+        """Register what follows the branch: SE ("standard", "post", "identity"), the shortcut, the ReLU."""
+        self._add_se(se, out_ch, "standard", "post", "identity")
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
 
     def zero_init_last_bn(self) -> None:
         """Zero the scale of the branch's last BN: the unit starts as its shortcut (Goyal et al.
@@ -91,9 +97,7 @@ class BasicBlock(_ResidualBlock):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self._add_se(se, planes, "standard", "post", "identity")
-        self.downsample = downsample
-        self.relu = nn.ReLU(inplace=True)
+        self._end(se, planes, downsample)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -137,9 +141,7 @@ class Bottleneck(_ResidualBlock):
         self.se_3x3 = se.block(width) if self.se_mode == "3x3" else None
         self.conv3 = conv1x1(width, out_ch)
         self.bn3 = nn.BatchNorm2d(out_ch)
-        self._add_se(se, out_ch, "standard", "post", "identity")
-        self.downsample = downsample
-        self.relu = nn.ReLU(inplace=True)
+        self._end(se, out_ch, downsample)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -154,20 +156,15 @@ def _stem(in_chans: int, inplanes: int, deep: bool, ceil_pool: bool) -> nn.Seque
 
     The names follow the release's ``layer0`` (``conv1, bn1, relu1, ..., pool``).
     """
-    if deep:
-        chans = [(in_chans, 64, 2), (64, 64, 1), (64, inplanes, 1)]
-        layers: list[tuple[str, nn.Module]] = []
-        for i, (cin, cout, s) in enumerate(chans, 1):
-            layers += [
-                (f"conv{i}", conv3x3(cin, cout, s)),
-                (f"bn{i}", nn.BatchNorm2d(cout)),
-                (f"relu{i}", nn.ReLU(inplace=True)),
-            ]
-    else:
-        layers = [
-            ("conv1", nn.Conv2d(in_chans, inplanes, 7, 2, 3, bias=False)),
-            ("bn1", nn.BatchNorm2d(inplanes)),
-            ("relu1", nn.ReLU(inplace=True)),
+    convs = (
+        [(in_chans, 64, 3, 2), (64, 64, 3, 1), (64, inplanes, 3, 1)] if deep else [(in_chans, inplanes, 7, 2)]
+    )
+    layers: list[tuple[str, nn.Module]] = []
+    for i, (cin, cout, k, s) in enumerate(convs, 1):
+        layers += [
+            (f"conv{i}", nn.Conv2d(cin, cout, k, s, k // 2, bias=False)),
+            (f"bn{i}", nn.BatchNorm2d(cout)),
+            (f"relu{i}", nn.ReLU(inplace=True)),
         ]
     pool = nn.MaxPool2d(3, 2, ceil_mode=True) if ceil_pool else nn.MaxPool2d(3, 2, padding=1)
     return nn.Sequential(OrderedDict([*layers, ("pool", pool)]))
@@ -213,109 +210,62 @@ class ResNet(ClassifierNet):
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(in_chans, num_classes, 32, drop_rate)
         if layout not in LAYOUTS:
             raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
         if len(layers) != 4:
             raise ValueError(f"ResNet has 4 stages, got layers={tuple(layers)}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate={drop_rate} must be in [0, 1)")
         if se is not None:
             se.check_supported("ResNet", stages=(2, 3, 4, 5))
         if stride_in_1x1 is None:
             stride_in_1x1 = layout == "release" and groups == 1
         self.layout = layout
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 32
-        self.inplanes = stem_width
         self.stem = _stem(in_chans, stem_width, deep_stem, ceil_pool=layout == "release")
+        self.add_feature("stem", stem_width, 4, stage=1)
         block_kw = dict(
             groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1, first_width=first_width
         )
-        self.add_feature("stem", stem_width, 4, stage=1)
+        inplanes = stem_width
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            stage = i + 2
-            stage_se = se and se.for_stage(stage)
-            kernel = 1 if i == 0 else downsample_kernel
-            stride = 1 if i == 0 else 2
-            setattr(
-                self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, kernel, stage_se, block_kw)
-            )
-            self.add_feature(f"layer{i + 1}", self.inplanes, 4 * 2**i, stage)
-        self.add_head(self.inplanes, num_classes, drop_rate)
+            stage_se = se and se.for_stage(i + 2)
+            kernel, stride = (1, 1) if i == 0 else (downsample_kernel, 2)
+            out_ch = planes * block.expansion
+            downsample = None
+            if stride != 1 or inplanes != out_ch:
+                conv = nn.Conv2d(inplanes, out_ch, kernel, stride, kernel // 2, bias=False)
+                downsample = nn.Sequential(conv, nn.BatchNorm2d(out_ch))
+            units = [block(inplanes, planes, stride, downsample, se=stage_se, **block_kw)]
+            units += [block(out_ch, planes, se=stage_se, **block_kw) for _ in range(1, n)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*units))
+            self.add_feature(f"layer{i + 1}", out_ch, 4 * 2**i, i + 2)
+            inplanes = out_ch
+        self.add_head(inplanes, num_classes, drop_rate)
         init_weights(self, zero_init_residual)
 
-    def _make_layer(
-        self,
-        block: type[BasicBlock] | type[Bottleneck],
-        planes: int,
-        blocks: int,
-        stride: int,
-        kernel: int,
-        se: SEConfig | None,
-        block_kw: dict,
-    ) -> nn.Sequential:
-        out_ch = planes * block.expansion
-        downsample = None
-        if stride != 1 or self.inplanes != out_ch:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, out_ch, kernel, stride, kernel // 2, bias=False),
-                nn.BatchNorm2d(out_ch),
-            )
-        layers = [block(self.inplanes, planes, stride, downsample, se=se, **block_kw)]
-        self.inplanes = out_ch
-        layers += [block(out_ch, planes, se=se, **block_kw) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, num_features, H/32, W/32)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.stem(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+# name: (block, blocks per stage, cardinality and width per group); each with its SE twin "se_<name>".
+RESNETS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2), {}),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), {}),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), {}),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), {}),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), {}),
+    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), dict(groups=32, base_width=4)),
+    "resnext101_32x4d": (Bottleneck, (3, 4, 23, 3), dict(groups=32, base_width=4)),
+}
+for _name, (_block, _layers, _kw) in RESNETS.items():
+    register_network((_name, f"se_{_name}"), ResNet, _block, _layers, **_kw)
 
-
-@register_model("resnet18", "se_resnet18")
-def resnet18(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
-
-
-@register_model("resnet34", "se_resnet34")
-def resnet34(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
-
-
-@register_model("resnet50", "se_resnet50")
-def resnet50(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
-
-
-@register_model("resnet101", "se_resnet101")
-def resnet101(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
-
-
-@register_model("resnet152", "se_resnet152")
-def resnet152(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
-
-
-@register_model("resnext50_32x4d", "se_resnext50_32x4d")
-def resnext50_32x4d(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), groups=32, base_width=4, **kwargs)
-
-
-@register_model("resnext101_32x4d", "se_resnext101_32x4d")
-def resnext101_32x4d(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 23, 3), groups=32, base_width=4, **kwargs)
-
-
-@register_model("senet154", se_names=("senet154",))
-def senet154(**kwargs) -> ResNet:
-    """SENet-154 (Sec. 6.1): ResNeXt-152 64x4d with SE, a deep stem, halved first 1x1 convs,
-    3x3 projection shortcuts and dropout 0.2. ``se=False`` gives the same network without SE."""
-    kw = dict(deep_stem=True, stem_width=128, first_width=0.5, downsample_kernel=3, drop_rate=0.2)
-    return ResNet(Bottleneck, (3, 8, 36, 3), groups=64, base_width=4, **{**kw, **kwargs})
+# SENet-154 (Sec. 6.1): ResNeXt-152 64x4d with SE, a deep stem, halved first 1x1 convs, 3x3 projection
+# shortcuts and dropout 0.2. ``se=False`` gives the same network without SE.
+SENET154 = dict(deep_stem=True, stem_width=128, first_width=0.5, downsample_kernel=3, drop_rate=0.2)
+register_network(
+    ("senet154",),
+    ResNet,
+    Bottleneck,
+    (3, 8, 36, 3),
+    groups=64,
+    base_width=4,
+    defaults=SENET154,
+    info=dict(se_names=("senet154",)),
+)

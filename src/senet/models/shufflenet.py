@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, ConvBNAct, SEResidualUnit, check_input, init_weights
-from .registry import register_model
+from .common import ClassifierNet, ConvBNAct, SEResidualUnit, init_weights
+from .registry import register_network
 
 __all__ = ["ChannelShuffle", "ShuffleNet", "ShuffleUnit"]
 
@@ -166,7 +166,7 @@ class ShuffleNet(ClassifierNet):
         in_chans: int = 3,
         stem_width: int = 24,
     ) -> None:
-        super().__init__()
+        super().__init__(in_chans, num_classes, 32)
         if groups not in STAGE_WIDTHS:
             raise ValueError(f"ShuffleNet groups={groups} is not one of {tuple(STAGE_WIDTHS)}")
         if len(depths) != 3 or min(depths) < 1:
@@ -174,14 +174,10 @@ class ShuffleNet(ClassifierNet):
         if se is not None:
             se.check_supported("ShuffleNet", stages=(2, 3, 4))
         self.groups = groups
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 32
         self.stem = nn.Sequential(
             OrderedDict([("conv", ConvBNAct(in_chans, stem_width, 3, 2)), ("pool", nn.MaxPool2d(3, 2, 1))])
         )
         self.add_feature("stem", stem_width, 4, stage=1)
-        self.stage_channels: list[int] = []
         ch = stem_width
         for stage, (out_ch, n) in enumerate(zip(STAGE_WIDTHS[groups], depths, strict=True), 2):
             stage_se = se and se.for_stage(stage)
@@ -193,21 +189,10 @@ class ShuffleNet(ClassifierNet):
                 units.append((f"unit{i + 1}", unit))
                 ch = out_ch
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(units)))
-            self.stage_channels.append(ch)
             self.add_feature(f"stage{stage}", ch, 2 ** (stage + 1), stage)
         self.add_head(ch, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, num_features, H/32, W/32)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.stem(x)
-        x = self.stage2(x)
-        x = self.stage3(x)
-        return self.stage4(x)
 
-
-@register_model("shufflenet", "se_shufflenet")
-def shufflenet(**kwargs) -> ShuffleNet:
-    """ShuffleNet v1, 1x, g=3 (Table 3)."""
-    return ShuffleNet(3, STAGE_DEPTHS, **kwargs)
+# ShuffleNet v1, 1x, g=3 (Table 3).
+register_network(("shufflenet", "se_shufflenet"), ShuffleNet, 3, STAGE_DEPTHS)

@@ -29,23 +29,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from ..se import SEConfig
-from .common import ClassifierNet, check_input, init_weights
-from .registry import register_model
+from .common import ClassifierNet, init_weights
+from .registry import register_network
 
 __all__ = ["VGG", "VGGUnit"]
 
 # Output channels of each 3x3 convolution, one tuple per stage (conv1_x .. conv5_x).
-VGG16_STAGES: tuple[tuple[int, ...], ...] = (
-    (64, 64),
-    (128, 128),
-    (256, 256, 256),
-    (512, 512, 512),
-    (512, 512, 512),
-)
+VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256,) * 3, (512,) * 3, (512,) * 3)
 
 
 class VGGUnit(nn.Sequential):
@@ -84,16 +77,10 @@ class VGG(ClassifierNet):
         hidden: int = 4096,
         drop_rate: float = 0.5,
     ) -> None:
-        super().__init__()
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate={drop_rate} must be in [0, 1)")
+        super().__init__(in_chans, num_classes, 2 ** len(stages), drop_rate)
         stage_ids = range(1, len(stages) + 1)
         if se is not None:
             se.check_supported("VGG", stages=stage_ids, integration=("standard",), position=("after_block",))
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = 2 ** len(stages)
-        self.stage_channels: list[int] = []
         ch = in_chans
         for stage, widths in zip(stage_ids, stages, strict=True):
             stage_se = se and se.for_stage(stage)
@@ -103,10 +90,8 @@ class VGG(ClassifierNet):
                 ch = out_ch
             layers.append(("pool", nn.MaxPool2d(2, 2)))
             setattr(self, f"stage{stage}", nn.Sequential(OrderedDict(layers)))
-            self.stage_channels.append(ch)
             self.add_feature(f"stage{stage}.conv{len(widths)}", ch, 2 ** (stage - 1), stage)
-        self.num_stages = len(stages)
-        self.add_feature(f"stage{self.num_stages}", ch, 2**self.num_stages, self.num_stages)
+        self.add_feature(f"stage{len(stages)}", ch, 2 ** len(stages), len(stages))
         self.num_features = ch  # the channels of forward_features; the classifier reads fc7's
         self.head_hidden_size = hidden  # (timm's names): replace `fc` with nn.Linear(head_hidden_size, n)
         self.global_pool = nn.AdaptiveAvgPool2d(7)
@@ -125,14 +110,5 @@ class VGG(ClassifierNet):
         self.fc = nn.Linear(hidden, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, num_features, H/32, W/32)."""
-        check_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        for stage in range(1, self.num_stages + 1):
-            x = getattr(self, f"stage{stage}")(x)
-        return x
 
-
-@register_model("vgg16", "se_vgg16")
-def vgg16(**kwargs) -> VGG:
-    return VGG(VGG16_STAGES, **kwargs)
+register_network(("vgg16", "se_vgg16"), VGG, VGG16_STAGES)

@@ -32,14 +32,8 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    return atomic_save(state, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only=True``)."""
-    return load_file(path, map_location)
+save_checkpoint = atomic_save  # write atomically: temporary file, fsync, rename
+load_checkpoint = load_file  # read safely: torch.load(weights_only=True), one clear error
 
 
 def load_trained(
@@ -56,21 +50,19 @@ def load_trained(
 
 def capture_rng() -> dict[str, Any]:
     """Random states of torch (CPU and CUDA) and Python's ``random``."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(_flatten(random.getstate()))}
+    version, internal, gauss = random.getstate()
+    python = [version, *internal, -1 if gauss is None else gauss]
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": python}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Set the random states :func:`capture_rng` recorded."""
     torch.set_rng_state(state["torch"])
     if "python" in state:
         v = state["python"]
         random.setstate((v[0], tuple(v[1:-1]), None if v[-1] == -1 else v[-1]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _flatten(st: tuple) -> list[int]:
-    version, internal, gauss = st
-    return [version, *internal, -1 if gauss is None else gauss]

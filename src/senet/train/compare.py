@@ -23,8 +23,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,10 +132,6 @@ def _plain_fields(se_cfg: Config, plain_name: str) -> dict[str, Any]:
     return {"model_kwargs": kwargs, "freeze_params": freeze}
 
 
-def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in _FREE}
-
-
 def _check_same_experiment(run: RunSpec) -> None:
     """Refuse a run folder that holds a run of another experiment (other recipe, model or field)."""
     saved_path = run.out / "config.yaml"
@@ -175,13 +171,11 @@ def _checkpoint_behind(path: Path, epochs: int) -> bool:
     return int(load_checkpoint(path).get("epoch", 0)) < epochs
 
 
-@contextmanager
-def _experiment_lock(out: Path) -> Iterator[None]:
+def _experiment_lock(out: Path) -> AbstractContextManager[None]:
     """Hold ``OUT/.compare.lock``; a second command on the same OUT is refused, not interleaved."""
     out.mkdir(parents=True, exist_ok=True)
     busy = f"{out} is in use by another `senet compare` ({{holder}}); wait for it or choose another --out"
-    with exclusive(out / ".compare.lock", busy):
-        yield
+    return exclusive(out / ".compare.lock", busy)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -201,24 +195,16 @@ def _launch(run: RunSpec, resume: bool, threads: int) -> subprocess.Popen:
     cfg = run.config.replace(resume=resume, threads=run.config.runtime.threads or threads)
     cfg_file = run.out / "compare-config.yaml"
     cfg_file.write_text(cfg.to_yaml())
-    log = open(run.out / "train.log", "a")
-    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.runtime.threads or threads)}
     return subprocess.Popen(
         [sys.executable, "-m", "senet", "train", "--config", str(cfg_file)],
-        stdout=log,
+        stdout=open(run.out / "train.log", "a"),
         stderr=subprocess.STDOUT,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": str(cfg.runtime.threads)},
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
 
 
-def compare(
-    runs: Sequence[RunSpec],
-    out: str | Path,
-    *,
-    jobs: int = 1,
-    echo: bool = True,
-) -> dict[str, Any]:
+def compare(runs: Sequence[RunSpec], out: str | Path, *, jobs: int = 1, echo: bool = True) -> dict[str, Any]:
     """Train every unfinished run of ``runs`` (``jobs`` at a time), then write and return the summary.
 
     With ``jobs=1`` the runs train in this process, one after the other; with more, each run is a
@@ -244,8 +230,7 @@ def compare(
                 train(run.config.replace(resume=resume))
         else:
             _run_parallel(todo, jobs, say)
-        summary = write_summary(out, runs)
-    return summary
+        return write_summary(out, runs)
 
 
 def _run_parallel(todo: list[tuple[RunSpec, bool]], jobs: int, say: Any) -> None:
@@ -259,8 +244,7 @@ def _run_parallel(todo: list[tuple[RunSpec, bool]], jobs: int, say: Any) -> None
                 run, resume = pending.pop(0)
                 say(f"{run.model} seed {run.seed}: {'resuming' if resume else 'training'} -> {run.out}")
                 running.append((run, _launch(run, resume, threads)))
-            done = _wait_any(running)
-            run, proc = running.pop(done)
+            run, proc = running.pop(_wait_any(running))
             if proc.returncode != 0:
                 failed.append(f"{run.out} (exit {proc.returncode}; see its train.log)")
     finally:
@@ -336,22 +320,18 @@ def write_summary(out: str | Path, runs: Sequence[RunSpec]) -> dict[str, Any]:
     figs = [_run_figures(r) for r in runs]
     se_name, plain_name = runs[0].model, runs[1].model
     by = {(f["model"], f["seed"]): f for f in figs}
-    seeds = sorted({r.seed for r in runs})
-    pairs = [
-        s for s in seeds if by[(se_name, s)]["top1"] is not None and by[(plain_name, s)]["top1"] is not None
-    ]
-    stats = paired_summary(
-        [by[(se_name, s)]["top1"] for s in pairs], [by[(plain_name, s)]["top1"] for s in pairs]
-    )
-    ratios = [by[(se_name, s)]["train_seconds"] / by[(plain_name, s)]["train_seconds"] for s in pairs]
+    pairs = {s: (by[(se_name, s)], by[(plain_name, s)]) for s in sorted({r.seed for r in runs})}
+    pairs = {s: (a, b) for s, (a, b) in pairs.items() if a["top1"] is not None and b["top1"] is not None}
+    stats = paired_summary([a["top1"] for a, _ in pairs.values()], [b["top1"] for _, b in pairs.values()])
+    ratios = [a["train_seconds"] / b["train_seconds"] for a, b in pairs.values()]
     cfg = runs[0].config
     summary = {
         "se_model": se_name,
         "plain_model": plain_name,
         "recipe": cfg.recipe,
         "epochs": cfg.optim.epochs,
-        "config": _identity(cfg.to_dict()),
-        "paired_seeds": pairs,
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in _FREE},
+        "paired_seeds": list(pairs),
         "top1": stats,
         "time_ratio": {"per_seed": ratios, "median": statistics.median(ratios) if ratios else None},
         "runs": figs,
@@ -388,12 +368,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for s in seeds:
         a, b = by[(se, s)], by[(plain, s)]
-        diff = f"{a['top1'] - b['top1']:+.2f}" if a["top1"] is not None and b["top1"] is not None else "-"
-        ratio = (
-            f"{a['train_seconds'] / b['train_seconds']:.3f}"
-            if a["top1"] is not None and b["top1"] is not None
-            else "-"
-        )
+        both = a["top1"] is not None and b["top1"] is not None
+        diff = f"{a['top1'] - b['top1']:+.2f}" if both else "-"
+        ratio = f"{a['train_seconds'] / b['train_seconds']:.3f}" if both else "-"
         lines.append(f"| {s} | {cell(a)} | {cell(b)} | {diff} | {ratio} |")
     st = summary["top1"]
     lines += ["", f"Paired seeds: {st['n']}."]

@@ -8,16 +8,17 @@ one-line ``ValueError`` before any data is read or any model is built.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import yaml
 
@@ -29,9 +30,13 @@ __all__ = [
     "Config",
     "OptimConfig",
     "RuntimeConfig",
+    "TypedConfig",
+    "check_choices",
+    "check_ranges",
     "list_recipes",
     "load_config",
     "read_recipe",
+    "recipe_fields",
     "recipe_path",
     "typed_values",
 ]
@@ -74,6 +79,63 @@ _WITHIN = {
 }
 
 _opt = setting
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(f"config: {msg}")
+
+
+def check_choices(values: Mapping[str, Any], choices: Mapping[str, Sequence[str]]) -> None:
+    """A one-line error for a field whose value is not one of its choices."""
+    for name, allowed in choices.items():
+        _need(values[name] in allowed, f"{name}={values[name]!r}: expected one of {', '.join(allowed)}")
+
+
+def check_ranges(values: Mapping[str, Any], ranges: Mapping[str, str]) -> None:
+    """A one-line error for a number outside its range (as ``RANGES`` gives it)."""
+    for name, rule in ranges.items():
+        _need(_WITHIN[rule.split(" (0:")[0]](values[name]), f"{name}={values[name]} must be {rule}")
+
+
+class TypedConfig:
+    """What the package's typed configs share (training :class:`Config`, detection's ``DetectConfig``):
+    fields with one-line meanings (:func:`~senet.data.setting`), read from flat ``name: value``
+    mappings by :func:`typed_values`, and value checks (a subclass's ``validate``) on construction."""
+
+    help_cmd: ClassVar[str] = "senet train --help"  # where a misspelt field's error sends the reader
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def _flat_fields(cls) -> list[tuple[type, dataclasses.Field]]:
+        """(declaring class, field) of every flat field."""
+        return [(cls, f) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def fields(cls) -> dict[str, Any]:
+        """Flat field name -> type annotation."""
+        flat = cls._flat_fields()
+        hints = {kind: typing.get_type_hints(kind) for kind in dict.fromkeys(k for k, _ in flat)}
+        return {f.name: hints[kind][f.name] for kind, f in flat}
+
+    @classmethod
+    def meanings(cls) -> dict[str, str]:
+        """Flat field name -> its one-line meaning (the help of ``senet train --field``)."""
+        return {f.name: f.metadata.get("help", "") for _, f in cls._flat_fields()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat fields, as recipes and ``config.yaml`` hold them."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(
+        cls, values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
+    ) -> Self:
+        """Check the names and types of ``values`` (one-line errors naming the field and where it was
+        given: ``origins`` maps a field to its file or the command line, else ``source``), then build."""
+        return cls(**typed_values(cls.fields(), values, source, origins, help_cmd=cls.help_cmd))
 
 
 @dataclass(frozen=True)
@@ -119,7 +181,9 @@ class RuntimeConfig:
     """How the run is carried out: precision, memory format, compilation, processes, seed, threads,
     evaluation batches, progress lines and the run folder."""
 
-    amp: str = _opt("none", f"mixed precision: {', '.join(AMPS)} (auto: bf16 where the device has it)")
+    amp: str = _opt(
+        "none", f"mixed precision of training: {', '.join(AMPS)} (auto: bf16 where the device has it)"
+    )
     channels_last: bool = _opt(False, "NHWC memory format (faster convolutions on CPU and tensor cores)")
     compile: bool = _opt(False, "torch.compile the network")
     sync_bn: bool = _opt(False, "BN statistics over all processes (CUDA only)")
@@ -136,7 +200,7 @@ PARTS = {"data": DataConfig, "optim": OptimConfig, "runtime": RuntimeConfig}
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TypedConfig):
     """Every setting of a training run: what is trained (the fields here) and three parts, ``data``
     (:class:`~senet.data.DataConfig`), ``optim`` (:class:`OptimConfig`) and ``runtime``
     (:class:`RuntimeConfig`); the recipe files set a subset of the fields.
@@ -156,9 +220,6 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     def __getattr__(self, name: str) -> Any:
         # reached only for names the Config lacks: a part's field (cfg.lr) or property (cfg.scaled_lr)
         for part, kind in PARTS.items():
@@ -169,15 +230,10 @@ class Config:
         raise AttributeError(f"{type(self).__name__} has no field {name!r}")
 
     @classmethod
-    def fields(cls) -> dict[str, Any]:
-        """Flat field name -> type annotation, the parts' fields included."""
-        hints = {kind: typing.get_type_hints(kind) for kind in (cls, *PARTS.values())}
-        return {f.name: hints[kind][f.name] for kind, f in _all_fields()}
-
-    @classmethod
-    def meanings(cls) -> dict[str, str]:
-        """Flat field name -> its one-line meaning (the help of ``senet train --field``)."""
-        return {f.name: f.metadata.get("help", "") for _, f in _all_fields()}
+    def _flat_fields(cls) -> list[tuple[type, dataclasses.Field]]:
+        """The top fields, then each part's."""
+        top = [(cls, f) for f in dataclasses.fields(cls) if f.name not in PARTS]
+        return top + [(kind, f) for kind in PARTS.values() for f in dataclasses.fields(kind)]
 
     def to_dict(self) -> dict[str, Any]:
         """The flat fields (as recipes and ``config.yaml`` hold them), the top ones then each part's."""
@@ -202,9 +258,8 @@ class Config:
     def from_dict(
         cls, values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
     ) -> Config:
-        """Check names and types of ``values``, flat or a part's fields under its name (``data:
-        {image_size: 32}``), with one-line errors naming the field and where it was given
-        (``origins`` maps a field to its file or the command line, else ``source``), then build."""
+        """As :meth:`TypedConfig.from_dict`, the fields flat or a part's under its name (``data:
+        {image_size: 32}``)."""
         grouped: dict[str | None, dict[str, Any]] = {None: {}, **{p: {} for p in PARTS}}
         flat = canonical(_flatten(values, source))
         for name, value in typed_values(cls.fields(), flat, source, origins, extra_names=list(PARTS)).items():
@@ -213,57 +268,38 @@ class Config:
 
     def validate(self) -> None:
         """Value checks that types alone do not catch."""
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"config: {msg}")
-
         d, o = self.data, self.optim
         flat = self.to_dict()
-        for name, choices in CHOICES.items():
-            need(flat[name] in choices, f"{name}={flat[name]!r}: expected one of {', '.join(choices)}")
+        check_choices(flat, CHOICES)
         for name, value in flat.items():
             values = value if isinstance(value, (list, tuple)) else [value]
-            need(
+            _need(
                 all(math.isfinite(v) for v in values if isinstance(v, float)),
                 f"{name}={value} must be a finite number",
             )
-        for name, rule in RANGES.items():
-            need(_WITHIN[rule.split(" (0:")[0]](flat[name]), f"{name}={flat[name]} must be {rule}")
-        need(
+        check_ranges(flat, RANGES)
+        _need(
             o.epochs <= MAX_EPOCHS,
             f"epochs={o.epochs} is more than {MAX_EPOCHS:,}: a typo? (the paper's longest run is ~400)",
         )
-        need(
-            o.batch_size % o.accum_steps == 0,
-            f"batch_size={o.batch_size} not divisible by accum_steps",
-        )
-        need(all(m >= 1 for m in o.milestones), f"milestones={o.milestones} must be epochs >= 1")
-        need(len(d.mean) == 3 and len(d.std) == 3, "mean and std need 3 values (R, G, B)")
-        need(all(s > 0 for s in d.std), f"std={d.std} must be positive")
-        need(
-            0 <= o.freeze_bn_epochs < o.epochs,
-            f"freeze_bn_epochs={o.freeze_bn_epochs} must be < epochs",
-        )
-        need(
+        _need(o.batch_size % o.accum_steps == 0, f"batch_size={o.batch_size} not divisible by accum_steps")
+        _need(all(m >= 1 for m in o.milestones), f"milestones={o.milestones} must be epochs >= 1")
+        _need(len(d.mean) == 3 and len(d.std) == 3, "mean and std need 3 values (R, G, B)")
+        _need(all(s > 0 for s in d.std), f"std={d.std} must be positive")
+        _need(0 <= o.freeze_bn_epochs < o.epochs, f"freeze_bn_epochs={o.freeze_bn_epochs} must be < epochs")
+        _need(
             all(isinstance(p, str) and p for p in o.freeze_params),
             f"freeze_params={o.freeze_params}: give parameter-name patterns such as '*.se.*'",
         )
-        need(
+        _need(
             0 <= o.freeze_backbone_epochs <= o.epochs,
             f"freeze_backbone_epochs={o.freeze_backbone_epochs} must be in [0, epochs]",
         )
-        need(bool(self.model), "model must name a registered model (`senet list`)")
-
-
-def _all_fields() -> list[tuple[type, dataclasses.Field]]:
-    """(declaring class, field) of every flat field: the top ones, then each part's."""
-    top = [(Config, f) for f in dataclasses.fields(Config) if f.name not in PARTS]
-    return top + [(kind, f) for kind in PARTS.values() for f in dataclasses.fields(kind)]
+        _need(bool(self.model), "model must name a registered model (`senet list`)")
 
 
 _PART_OF: dict[str, str | None] = {
-    f.name: {k: p for p, k in PARTS.items()}.get(kind) for kind, f in _all_fields()
+    f.name: {k: p for p, k in PARTS.items()}.get(kind) for kind, f in Config._flat_fields()
 }
 
 
@@ -292,8 +328,7 @@ def typed_values(
 ) -> dict[str, Any]:
     """``values`` (flat names, ``-`` read as ``_``) as the types ``known`` gives each field, losslessly
     converted; an unknown name or a wrong type is a one-line error naming the field and where it was
-    given (``origins``: field -> file or command line, else ``source``), with a did-you-mean.
-    Shared by every typed config of the package (training, detection)."""
+    given (``origins``: field -> file or command line, else ``source``), with a did-you-mean."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
@@ -325,68 +360,45 @@ def _flatten(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     """``value`` as type ``tp`` when that is lossless (int -> float, scalar -> str), else a ValueError."""
     origin = typing.get_origin(tp)
-    bad = ValueError(
-        f"{source}: field {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-    )
+    tp_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    bad = ValueError(f"{source}: field {name!r} must be {tp_name}, got {value!r} ({type(value).__name__})")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
-            try:
+            with contextlib.suppress(ValueError):
                 return _coerce(name, value, arg, source)
-            except ValueError:
-                continue
-        raise bad
-    if tp is Any:
+    elif tp is Any:
         return value
-    if origin is list:
+    elif origin is list:
         (item,) = typing.get_args(tp)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if number:
             value = [value]
         if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split()]
+            value = value.replace(",", " ").split()
             if item is not str:
                 value = [yaml.safe_load(v) for v in value]
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return [_coerce(name, v, item, source) for v in value]
-    if origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if tp is bool:
+        if isinstance(value, (list, tuple)):
+            return [_coerce(name, v, item, source) for v in value]
+    elif origin is dict:
+        if value is None or isinstance(value, dict):
+            return dict(value or {})
+    elif tp is bool:
         if isinstance(value, bool):
             return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
+    elif tp is int:
+        if number and (isinstance(value, int) or value.is_integer()):
             return int(value)
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
+    elif tp is float:
+        if number or isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is str:
-        if value is None:
-            return ""
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if isinstance(value, tp):
+    elif tp is str:
+        if value is None or number or isinstance(value, str):
+            return "" if value is None else str(value)
+    elif isinstance(value, tp):
         return value
     raise bad
 
@@ -399,50 +411,52 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"field {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line + 1
+                msg = f"field {key!r} is given twice (lines {seen[key]} and {line})"
+                raise yaml.constructor.ConstructorError(None, None, msg, key_node.start_mark)
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
-def _recipes_dir() -> Path:
-    return Path(str(resources.files("senet") / "recipes"))
+#: Recipe folders under ``senet/recipes`` ("": training's, "detect": detection's): what an error calls
+#: their recipes, and where it says the names are listed.
+_RECIPE_KINDS = {"": ("recipe", "`senet recipes` lists"), "detect": ("detection recipe", "Shipped")}
 
 
-def list_recipes() -> dict[str, str]:
-    """Shipped recipe name -> its one-line description."""
-    out = {}
-    for path in sorted(_recipes_dir().glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        out[path.stem] = str(data.get("description", "")).strip()
-    return out
+def _recipes_dir(folder: str = "") -> Path:
+    return Path(str(resources.files("senet") / "recipes" / folder))
 
 
-def recipe_path(name_or_path: str | Path) -> Path:
-    """The file of a shipped recipe name, or an existing YAML path."""
+def list_recipes(folder: str = "") -> dict[str, str]:
+    """Shipped recipe name (of the training recipes, or of a sub-folder's) -> its one-line description."""
+    return {
+        path.stem: str((yaml.safe_load(path.read_text()) or {}).get("description", "")).strip()
+        for path in sorted(_recipes_dir(folder).glob("*.yaml"))
+    }
+
+
+def recipe_path(name_or_path: str | Path, folder: str = "") -> Path:
+    """The file of a shipped recipe name (in sub-folder ``folder``), or an existing YAML path."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} does not exist")
         return p
-    path = _recipes_dir() / f"{name_or_path}.yaml"
+    path = _recipes_dir(folder) / f"{name_or_path}.yaml"
     if not path.is_file():
-        names = list(list_recipes())
+        names = list(list_recipes(folder))
         close = difflib.get_close_matches(str(name_or_path), names, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown recipe {str(name_or_path)!r}.{hint} `senet recipes` lists: {', '.join(names)}"
-        )
+        what, listed = _RECIPE_KINDS[folder]
+        raise ValueError(f"unknown {what} {str(name_or_path)!r}.{hint} {listed}: {', '.join(names)}")
     return path
 
 
-def read_recipe(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    path = recipe_path(name_or_path)
+def read_recipe(name_or_path: str | Path, folder: str = "", seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The flat fields of a recipe (a name in sub-folder ``folder`` of the recipes, or a YAML path),
+    its ``base`` recipe's included; a shipped recipe's name is its ``recipe`` field."""
+    path = recipe_path(name_or_path, folder)
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError:
@@ -459,13 +473,29 @@ def read_recipe(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[st
     if base:
         if str(base) in seen:
             raise ValueError(f"{path}: recipe bases form a cycle ({' -> '.join((*seen, str(base)))})")
-        parent = read_recipe(str(base), (*seen, str(base)))
+        parent = read_recipe(str(base), folder, (*seen, str(base)))
         parent.pop("description", None)
         parent.pop("recipe", None)
         data = {**parent, **data}
-    if path.parent == _recipes_dir():
+    if path.parent == _recipes_dir(folder):
         data.setdefault("recipe", path.stem)
     return data
+
+
+def recipe_fields(
+    recipe: str | Path | None, config: str | Path | None, overrides: dict[str, Any] | None, folder: str = ""
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flat fields of ``recipe`` (a name in sub-folder ``folder`` of the recipes, or a YAML path),
+    then of ``config`` (a YAML file), then ``overrides``; and where each was given, for error messages."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for kind, given in (("recipe", recipe), ("config", config and Path(config))):
+        read = read_recipe(given, folder) if given else {}
+        values.update(read)
+        origins.update(dict.fromkeys(read, f"{kind} {given}"))
+    for name, value in _flatten(overrides or {}, "command line").items():
+        values[name], origins[name] = value, "command line"
+    return values, origins
 
 
 def load_config(
@@ -480,13 +510,6 @@ def load_config(
         )
     if config and not Path(config).is_file():
         raise FileNotFoundError(f"config file {config} does not exist")
-    values: dict[str, Any] = {}
-    origins: dict[str, str] = {}  # field -> where it was given, for error messages
-    for kind, given in (("recipe", recipe), ("config", config and Path(config))):
-        read = read_recipe(given) if given else {}
-        values.update(read)
-        origins.update(dict.fromkeys(read, f"{kind} {given}"))
-    for name, value in _flatten(overrides or {}, "command line").items():
-        values[name], origins[name] = value, "command line"
+    values, origins = recipe_fields(recipe, config, overrides)
     src = f"recipe {recipe}" if recipe else f"config {config}"
     return Config.from_dict(values, source=src, origins=origins)

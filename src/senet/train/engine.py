@@ -20,8 +20,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
 from ..data import Data, DataConfig, build_data
 from ..factory import create_model, load_model
@@ -47,7 +47,6 @@ __all__ = ["RunResult", "TrainingDiverged", "evaluate", "native_bf16", "resolve_
 
 
 SYNC_STEPS = 25  # training steps between two reads of the loss by the host
-_DIVERGED_ADVICE = " Try a lower --lr or more warm-up (--resume continues from it with a new --lr)"
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,19 +82,16 @@ def _class_difference(saved: list[str], now: list[str], data_dir: Any) -> str:
     return f"the checkpoint was trained on {len(saved)} classes, {data_dir} has {len(now)} ({what})"
 
 
-SKIPPED_IMAGES = "skipped_images.txt"  # in the run folder: path<TAB>reason per line
-
-
 def _report_data(data: Any, out: Path) -> None:
     """Tell the data's notices and skipped files; list the skipped ones in ``skipped_images.txt``.
 
     Files that fail to decode only when a streaming worker reads them are appended to the same
     list by the workers (see :class:`senet.data.FolderDataset`).
     """
-    listing = out / SKIPPED_IMAGES
+    listing = out / "skipped_images.txt"  # path<TAB>reason per line
     for loader in (data.train, data.val):
         ds = getattr(getattr(loader, "loader", None), "dataset", None)
-        if ds is not None and hasattr(ds, "skip_log"):
+        if hasattr(ds, "skip_log"):
             ds.skip_log = str(listing)
     _tell_data("train", data.notices, data.skipped[:10])
     if not data.skipped:
@@ -142,51 +138,40 @@ def _autocast(amp: str, device: torch.device) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[int, int]:
-    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-    hits = top.eq(y.view(-1, 1))
-    return int(hits[:, :1].sum()), int(hits.sum())
-
-
 @torch.no_grad()
 def _run_eval(
-    model: nn.Module,
-    loader: Any,
-    d: Dist,
-    *,
-    amp: str = "none",
-    channels_last: bool = False,
-    flip: bool = False,
+    model: nn.Module, loader: Any, d: Dist, channels_last: bool = False, flip: bool = False
 ) -> dict[str, float]:
     """Summed loss and top-1/top-5 over ``loader``; ``flip`` averages the class probabilities of
-    each image and its mirror image (test-time augmentation; the loss is then of the average)."""
+    each image and its mirror image (test-time augmentation; the loss is then of the average).
+    Always in float32, whatever ``amp`` the training step used: a run's validation figures then equal
+    ``senet eval``'s of its checkpoint, and do not depend on the arithmetic of the machine."""
     model.eval()
     loss_sum = top1 = top5 = n = 0.0
     crit = nn.CrossEntropyLoss(reduction="sum")
     for x, y in loader:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(amp, d.device):
-            logits = model(x)
-            if flip:
-                probs = (logits.float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
-                logits = probs.clamp_min(1e-12).log()  # log of the mean: its argmax and loss
-        loss_sum += float(crit(logits.float(), y))
-        c1, c5 = _topk_correct(logits, y, 5)
-        top1, top5, n = top1 + c1, top5 + c5, n + len(y)
+        logits = model(x)
+        if flip:
+            probs = (logits.softmax(1) + model(x.flip(3)).softmax(1)) / 2
+            logits = probs.clamp_min(1e-12).log()  # log of the mean: its argmax and loss
+        loss_sum += float(crit(logits, y))
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y.view(-1, 1))
+        top1, top5, n = top1 + int(hits[:, :1].sum()), top5 + int(hits.sum()), n + len(y)
     loss_sum, top1, top5, n = all_reduce_sum([loss_sum, top1, top5, n], d)
     n = max(n, 1)
     return {"loss": loss_sum / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n, "images": int(n)}
 
 
-def _build_model(cfg: Config, num_classes: int, model_kwargs: dict[str, Any], d: Dist) -> nn.Module:
+def _build_model(cfg: Config, num_classes: int, d: Dist) -> nn.Module:
     """``cfg.model`` for ``num_classes`` classes, from ``cfg.weights`` when given (fine-tuning): any
     weights load_model reads; a classifier of another width starts fresh, with one notice line."""
     if not cfg.weights:
-        return create_model(cfg.model, num_classes=num_classes, **model_kwargs)
+        return create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(cfg.weights, cfg.model, num_classes=num_classes, **model_kwargs)
+        model = load_model(cfg.weights, cfg.model, num_classes=num_classes, **cfg.model_kwargs)
     if d.is_main:
         print(f"senet train: {cfg.model} starts from the weights {cfg.weights}", flush=True)
         for w in caught:
@@ -205,34 +190,12 @@ def _build_model(cfg: Config, num_classes: int, model_kwargs: dict[str, Any], d:
     return model
 
 
-def _ema(model: nn.Module, decay: float) -> AveragedModel | None:
-    """The exponential moving average of ``model``'s weights and BN statistics (``ema_decay`` > 0),
-    updated after every optimiser step and evaluated beside the raw model; None when off."""
-    if not decay:
-        return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
 def _classifier_params(model: nn.Module) -> set[int]:
     """ids of the classifier's parameters (``model.fc``, every family's last layer)."""
     fc = getattr(model, "fc", None)
     if not isinstance(fc, nn.Module):
         raise ValueError(f"{type(model).__name__} has no 'fc' classifier: freeze_backbone_epochs needs one")
     return {id(p) for p in fc.parameters()}
-
-
-def _bn_params(model: nn.Module) -> list[nn.Parameter]:
-    return [
-        p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()
-    ]
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def _freeze(model: nn.Module, patterns: list[str]) -> None:
@@ -248,16 +211,11 @@ def _freeze(model: nn.Module, patterns: list[str]) -> None:
             p.requires_grad_(False)
 
 
-@contextmanager
-def _run_lock(out: Path, d: Dist) -> Iterator[None]:
-    """Hold ``OUT/.train.lock`` while training: a second process training into the same folder is
-    refused with one line instead of both overwriting each other's checkpoints."""
-    if not d.is_main:
-        yield
-        return
+def _run_lock(out: Path, d: Dist) -> AbstractContextManager[None]:
+    """Hold ``OUT/.train.lock`` while training (rank 0): a second process training into the same
+    folder is refused with one line instead of both overwriting each other's checkpoints."""
     busy = f"{out} is being trained into by another process; wait for it, or choose another --out"
-    with exclusive(out / ".train.lock", busy):
-        yield
+    return exclusive(out / ".train.lock", busy) if d.is_main else nullcontext()
 
 
 def train(cfg: Config) -> RunResult:
@@ -391,33 +349,31 @@ class _Trainer:
                 f"batch_size={o.batch_size} exceeds the {images} training images"
                 f"{f' of {d.world} processes' if d.world > 1 else ''}: give a smaller --batch-size"
             )
-        self.model_kwargs = dict(cfg.model_kwargs)
         self.model = self._model()
-        self.bn_params = _bn_params(self.model)
+        self.bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         _freeze(self.model, o.freeze_params)
+        params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=o.scaled_lr,
-            momentum=o.momentum,
-            nesterov=o.nesterov,
-            weight_decay=o.weight_decay,
+            params, lr=o.scaled_lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
         )
         self.factor = LRFactor.from_config(o, self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.factor)
-        self.plateau = (
-            PlateauDecay(self.optimizer, self.factor, o.gamma, o.plateau_patience)
-            if o.schedule == "plateau"
-            else None
-        )
+        self.plateau = None
+        if o.schedule == "plateau":
+            self.plateau = PlateauDecay(self.optimizer, self.factor, o.gamma, o.plateau_patience)
         self.scaler = torch.amp.GradScaler(d.device.type, enabled=run.amp == "fp16")
-        self.ema = _ema(self.model, o.ema_decay)
+        self.ema = None  # the moving average of the weights and BN statistics, evaluated beside them
+        if o.ema_decay:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay), use_buffers=True
+            )
         self.start_epoch, self.best_top1 = 1, -1.0
         self.history: list[dict[str, Any]] | None = None  # a resumed run's metrics so far
         self.partial: dict[str, Any] = {}  # a mid-epoch checkpoint's position (written on SIGINT/SIGTERM)
 
     def _model(self) -> nn.Module:
         cfg, d = self.cfg, self.d
-        model = _build_model(cfg, len(self.data.classes), self.model_kwargs, d).to(d.device)
+        model = _build_model(cfg, len(self.data.classes), d).to(d.device)
         model.class_names = list(self.data.classes)
         data = cfg.data
         model.preprocessing = Preprocessing(
@@ -518,20 +474,18 @@ class _Trainer:
         self._prepare()
         final: dict[str, Any] = {}
         self.lr = self.scheduler.get_last_lr()[0]
-        signals = ExitStack()  # SIGINT / SIGTERM: finish the step, save mid-epoch, stop (interrupt.py)
-        self.stop = signals.enter_context(stop_requests())
-        try:
-            for epoch in range(self.start_epoch, self.cfg.optim.epochs + 1):
-                if self.stop:
-                    raise TrainingInterrupted(
-                        f"interrupted ({self.stop.name}) after epoch {epoch - 1}; resume with --resume",
-                        self.stop.signum,
-                    )
-                seen, loss_sum, correct, seconds = self.train_epoch(epoch)
-                final = self.evaluate_epoch(epoch, seen, loss_sum, correct, seconds)
-                self.save_epoch(epoch, final)
+        try:  # SIGINT / SIGTERM: finish the step, save mid-epoch, stop (interrupt.py)
+            with stop_requests() as self.stop:
+                for epoch in range(self.start_epoch, self.cfg.optim.epochs + 1):
+                    if self.stop:
+                        raise TrainingInterrupted(
+                            f"interrupted ({self.stop.name}) after epoch {epoch - 1}; resume with --resume",
+                            self.stop.signum,
+                        )
+                    seen, loss_sum, correct, seconds = self.train_epoch(epoch)
+                    final = self.evaluate_epoch(epoch, seen, loss_sum, correct, seconds)
+                    self.save_epoch(epoch, final)
         finally:
-            signals.close()
             if self.log is not None:
                 self.log.close()
         history = self.log.history if self.log is not None else []
@@ -547,9 +501,8 @@ class _Trainer:
         frozen_bn = bool(o.freeze_bn_epochs) and epoch > o.epochs - o.freeze_bn_epochs
         frozen_backbone = epoch <= o.freeze_backbone_epochs
         if frozen_bn or frozen_backbone:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            for m in self.bn:
+                m.eval()
         return frozen_bn, frozen_backbone
 
     def train_epoch(self, epoch: int) -> tuple[int, float, int, float]:
@@ -558,13 +511,13 @@ class _Trainer:
         frozen_bn, frozen_backbone = self._set_modes(epoch)
         at = self.partial if self.partial.get("epoch") == epoch else {}
         e = _Epoch.start(epoch, at, self.lr, self.d.device)
-        bar = _progress(self.steps_per_epoch, f"epoch {epoch}/{self.cfg.optim.epochs}", self.show_bar)
+        desc, total = f"epoch {epoch}/{self.cfg.optim.epochs}", self.steps_per_epoch
+        bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not self.show_bar)
         batches = itertools.islice(self.data.train, e.skip, None) if e.skip else self.data.train
         for step, (x, y) in enumerate(batches, start=e.skip):
             self._step(x, y, e, frozen_bn, frozen_backbone)
-            self._after_step(e, step + 1, len(y), bar)
-        if bar is not None:
-            bar.close()
+            self._after_step(e, step + 1, bar)
+        bar.close()
         seconds = time.perf_counter() - e.t0
         loss_sum, correct, seen = all_reduce_sum([float(e.loss_acc), int(e.correct), e.seen], self.d)
         broadcast_buffers(self.model, self.d)
@@ -590,8 +543,8 @@ class _Trainer:
             e.window += loss.detach() * len(ys)
             e.correct += (logits.argmax(1) == ys).sum()
         if frozen_bn:
-            for p in self.bn_params:
-                p.grad = None
+            for m in self.bn:
+                m.zero_grad(set_to_none=True)
         if frozen_backbone:  # gradients dropped before the step (DDP still saw every parameter)
             for p in self.model.parameters():
                 if id(p) not in self.head:
@@ -605,7 +558,7 @@ class _Trainer:
         self.scheduler.step()
         e.seen += len(y)
 
-    def _after_step(self, e: _Epoch, done: int, batch: int, bar: Any) -> None:
+    def _after_step(self, e: _Epoch, done: int, bar: tqdm) -> None:
         """After ``done`` steps of the epoch: stop when told to, and every ``SYNC_STEPS`` steps read
         the loss (divergence check) and show progress."""
         d, stop = self.d, self.stop
@@ -622,10 +575,8 @@ class _Trainer:
                 stop.signum = stop.signum or signal.SIGTERM
                 self._save_interrupted(e, done)
         if not finite:
-            steps = f"steps {e.first_step + 1}-{done}"
-            self._diverged(
-                f"loss became {window_loss} at epoch {e.number}, {steps} (lr {e.lr:.3g})", e.number
-            )
+            what = f"loss became {window_loss} at epoch {e.number}, steps {e.first_step + 1}-{done}"
+            self._diverged(f"{what} (lr {e.lr:.3g})", e.number)
         e.loss_acc += e.window
         e.window.zero_()
         e.first, e.first_step = e.seen, done
@@ -636,14 +587,16 @@ class _Trainer:
                 f"  loss {window_loss:.4f}  lr {e.lr:.4g}  {ips:.0f} img/s",
                 flush=True,
             )
-        if bar is not None:
-            bar.update(done - bar.n)
-            bar.set_postfix(loss=f"{window_loss:.3f}", lr=f"{e.lr:.4f}", ips=f"{ips:.0f}")
+        bar.update(done - bar.n)
+        bar.set_postfix(loss=f"{window_loss:.3f}", lr=f"{e.lr:.4f}", ips=f"{ips:.0f}")
 
     def _diverged(self, what: str, epoch: int) -> None:
         """Stop the run: the loss or the weights became NaN/inf. Names the last good checkpoint."""
         where = self.out / "last.pt" if epoch > 1 else "none yet (first epoch)"
-        raise TrainingDiverged(f"{what}; stopped. Last good checkpoint: {where}." + _DIVERGED_ADVICE)
+        raise TrainingDiverged(
+            f"{what}; stopped. Last good checkpoint: {where}. Try a lower --lr or more warm-up "
+            "(--resume continues from it with a new --lr)"
+        )
 
     def _save_interrupted(self, e: _Epoch, done: int) -> None:
         """Write the mid-epoch ``last.pt`` of a run told to stop and raise :class:`TrainingInterrupted`.
@@ -652,7 +605,7 @@ class _Trainer:
         its running sums, so ``--resume`` continues the epoch bit for bit."""
         at = e.position(done)
         if self.d.is_main:
-            ckpt = self.state(e.number - 1, list(self.log.history) if self.log is not None else [])
+            ckpt = self.state(e.number - 1, list(self.log.history))
             save_checkpoint({**ckpt, "partial": at}, self.out / "last.pt")
         raise TrainingInterrupted(
             f"interrupted ({self.stop.name}) at epoch {e.number} step {done}; saved {self.out / 'last.pt'}: "
@@ -667,9 +620,9 @@ class _Trainer:
         plateau schedule's decision; refuses weights that became NaN/inf."""
         cfg, d = self.cfg, self.d
         t1 = time.perf_counter()
-        how = dict(amp=cfg.runtime.amp, channels_last=cfg.runtime.channels_last)
-        val = _run_eval(unwrap(self.net), self.data.val, d, **how)
-        ema_val = _run_eval(self.ema.module, self.data.val, d, **how) if self.ema else {}
+        last = cfg.runtime.channels_last
+        val = _run_eval(unwrap(self.net), self.data.val, d, channels_last=last)
+        ema_val = _run_eval(self.ema.module, self.data.val, d, channels_last=last) if self.ema else {}
         record = {
             "epoch": epoch,
             "train_loss": loss_sum / seen,
@@ -687,8 +640,7 @@ class _Trainer:
                 f"{cfg.optim.plateau_patience + 1} epoch(s): lr x{cfg.optim.gamma:g} from the next step",
                 flush=True,
             )
-        state = unwrap(self.model).state_dict().values()
-        if not all(bool(torch.isfinite(t).all()) for t in state if t.is_floating_point()):
+        if _nonfinite(unwrap(self.model)):
             self._diverged(f"weights became nan/inf in epoch {epoch} (lr {self.lr:.3g})", epoch)
         return record
 
@@ -757,15 +709,14 @@ def evaluate(
         )
     if ema:
         ckpt = {**ckpt, "model": ckpt["ema"]}  # the average in the place of the weights
+    loader = dict(val_subset=val_subset, workers=workers, eval_batch_size=batch_size, device=device)
     if isinstance(ckpt, dict) and "config" in ckpt and model is None and mean is None and std is None:
-        net, batches, about = _run_checkpoint_data(
-            ckpt, data_dir, device, crop, resize, batch_size, workers, val_subset
-        )
+        net, batches, about = _run_checkpoint_data(ckpt, data_dir, crop, resize, loader)
     else:
         net = load_model(ckpt if ema else str(checkpoint), model).to(device)  # errors name the file
         _check_finite(net, str(checkpoint))
         prep = net.preprocessing.adjusted(crop=crop, resize=resize, mean=mean, std=std)
-        batches, about = _folder_data(net, prep, data_dir, device, batch_size, workers, val_subset)
+        batches, about = _folder_data(net, prep, data_dir, loader)
     t0 = time.perf_counter()
     m = _run_eval(net, batches, Dist(device=device), flip=flip)
     result = {"checkpoint": str(checkpoint), **about, **{k: m[k] for k in ("images", "top1", "top5")}}
@@ -789,9 +740,14 @@ def _tell_data(command: str, notices: list[str], skipped: list[tuple[str, str]])
         print(f"senet {command}: skipped unreadable image {path} ({reason})", flush=True)
 
 
+def _nonfinite(model: nn.Module) -> list[str]:
+    """The names of ``model``'s floating-point tensors holding NaN or inf."""
+    return [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
 def _check_finite(model: nn.Module, what: str) -> None:
     """Refuse weights holding NaN or inf: their accuracy (chance level) would be a silent lie."""
-    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad = _nonfinite(model)
     if bad:
         raise ValueError(
             f"{what} holds NaN/inf in {len(bad)} tensors (e.g. {bad[0]}): the weights of a diverged "
@@ -828,17 +784,10 @@ def trained_data(ckpt: dict[str, Any], data_dir: str | Path, by_name: bool = Tru
 
 
 def _run_checkpoint_data(
-    ckpt: dict[str, Any],
-    data_dir: str | Path,
-    device: torch.device,
-    crop: int | None,
-    resize: int,
-    batch_size: int,
-    workers: int,
-    val_subset: int,
+    ckpt: dict[str, Any], data_dir: str | Path, crop: int | None, resize: int, loader: dict[str, Any]
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """A ``senet train`` checkpoint's model, the evaluation batches of its own run's data pipeline (in
-    memory when it was) and what the result says of them."""
+    memory when it was; ``loader``: the data loader's settings) and what the result says of them."""
     _, meta = read_checkpoint(ckpt)  # today's format, from any senet checkpoint
     arch, num_classes = meta.get("arch"), (meta.get("create_kwargs") or {}).get("num_classes")
     if not arch or not num_classes:
@@ -847,24 +796,17 @@ def _run_checkpoint_data(
     eval_crop = crop or saved.eval_crop
     resize = resize if crop else (resize or saved.eval_resize)
     in_memory = saved.in_memory and not crop  # another crop: decode from the files
-    loader = dict(val_subset=val_subset, workers=workers, eval_batch_size=batch_size, device=device)
     data = trained_data(
         {**ckpt, **meta}, data_dir, eval_crop=eval_crop, eval_resize=resize, in_memory=in_memory, **loader
     )
     _tell_data("eval", data.notices, data.skipped)
-    model = load_model(ckpt).to(device)
+    model = load_model(ckpt).to(loader["device"])
     _check_finite(model, "the checkpoint")
     return model, data.val, {"model": arch, "epoch": ckpt.get("epoch"), "crop": eval_crop}
 
 
 def _folder_data(
-    model: nn.Module,
-    prep: Preprocessing,
-    data_dir: str | Path,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    val_subset: int,
+    model: nn.Module, prep: Preprocessing, data_dir: str | Path, loader: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """The batches of an ImageFolder split for ``model``, each image prepared by ``prep`` as
     :func:`senet.predict` does, and what the result says of them."""
@@ -876,7 +818,7 @@ def _folder_data(
     split = find_split(root, False)
     recorded = getattr(model, "class_names", None)
     label_by, notices = match_classes(list(recorded), "the weights", split) if recorded else (None, [])
-    ds = folder_dataset(split, val_subset, prep.transform(), classes=label_by)
+    ds = folder_dataset(split, loader["val_subset"], prep.transform(), classes=label_by)
     _tell_data("eval", notices, ds.skipped)
     names = class_names(model)
     if len(ds.classes) != len(names):
@@ -884,8 +826,9 @@ def _folder_data(
             f"{root} has {len(ds.classes)} classes, the model {len(names)} outputs: these weights "
             "were trained for another class set"
         )
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    device, size, workers = loader["device"], loader["eval_batch_size"], loader["workers"]
+    batches = torch.utils.data.DataLoader(ds, batch_size=size, num_workers=workers)
     name = getattr(model, "model_name", type(model).__name__)
     about = {"model": name, "epoch": None, "crop": prep.input_size[-1], "preprocessing": prep.as_dict()}
-    return batches, {**about, "layout": getattr(model, "layout", None)}
+    about["layout"] = getattr(model, "layout", None)
+    return ((x.to(device), y.to(device)) for x, y in batches), about

@@ -11,6 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
+
 __all__ = ["exclusive", "is_locked"]
 
 
@@ -21,35 +26,23 @@ def exclusive(path: Path, busy: str) -> Iterator[None]:
     If another process holds it, raise ``ValueError(busy)`` at once, with ``{holder}`` in ``busy``
     replaced by what the holder recorded (e.g. ``pid 1234``).
     """
-    f = open(path, "a+")
-    try:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            yield
-            return
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+    with open(path, "a+") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                raise ValueError(busy.replace("{holder}", f.read().strip() or "another process")) from None
             f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise ValueError(busy.replace("{holder}", holder)) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
         yield
-    finally:
-        f.close()
 
 
 def is_locked(path: Path) -> bool:
     """Whether another process holds the lock on ``path`` now."""
-    if not path.is_file():
-        return False
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
+    if fcntl is None or not path.is_file():
         return False
     with open(path) as f:
         try:

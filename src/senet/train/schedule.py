@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 __all__ = ["MAX_WARMUP_FRACTION", "SCHEDULES", "LRFactor", "PlateauDecay", "restore_scheduler"]
 
@@ -85,7 +86,7 @@ class LRFactor:
         return lo + (1 - lo) * (1 - p)  # triangle: linear down after the (linear) warm-up
 
 
-def restore_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
+def restore_scheduler(scheduler: LambdaLR, state: dict[str, Any]) -> None:
     """Load a checkpoint's scheduler position (its step count) but keep the schedule and base lr
     built for this run: a resumed run may be given more epochs (the saved schedule, of the old
     length, would train them at the end-of-run lr) or a lower lr (after a divergence). The
@@ -111,13 +112,9 @@ class PlateauDecay:
         self, optimizer: torch.optim.Optimizer, factor: LRFactor, gamma: float, patience: int
     ) -> None:
         self.factor = factor
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=gamma,
-            patience=patience,
-            eps=0.0,  # every decision applies
-        )
+        # eps=0: every decision applies
+        # eps=0: a decay however small applies
+        self.plateau = ReduceLROnPlateau(optimizer, factor=gamma, patience=patience, eps=0.0)
 
     def step(self, val_loss: float) -> bool:
         """Record an epoch's validation loss; True when the lr was decayed."""
